@@ -1,0 +1,3 @@
+from seld.cli import cli
+
+raise SystemExit(cli())

@@ -1,0 +1,22 @@
+"""`seld bench WHAT`: each benchmark is a module here with `run() -> dict` of figures."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+
+def bench_command(args) -> int:
+    try:
+        module = importlib.import_module(f"seld.benchmarks.{args.what}")
+    except ModuleNotFoundError as error:
+        if error.name != f"seld.benchmarks.{args.what}":
+            raise
+        print(f"seld bench {args.what}: not built yet")
+        return 2
+    result = module.run()
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(module.format_table(result))
+    return 0

@@ -1,0 +1,139 @@
+"""The `seld` command: one argparse parser, one handler per subcommand.
+
+Handlers live next to the code they drive (``module:function``) and are imported
+only when their subcommand runs, so `seld annotate` never pays for torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from seld import SeldError, __version__
+
+# subcommand -> "module:function"; the function takes the parsed args, returns an exit code.
+HANDLERS = {
+    "synth": "seld.data_prep.synth:synth_command",
+    "synth-sounds": "seld.data_prep.sounds:synth_sounds_command",
+    "train": "seld.train:train_command",
+    "export": "seld.export:export_command",
+    "annotate": "seld.annotate:annotate_command",
+    "evaluate": "seld.metrics:evaluate_command",
+    "live": "seld.realtime.live:live_command",
+    "devices": "seld.realtime.devices:devices_command",
+    "bench": "seld.benchmarks:bench_command",
+}
+
+BENCHMARKS = ("features", "synth", "model", "accuracy", "annotate", "stream")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seld",
+        description="Sound event localization and detection: synthesize, train, export, annotate, run live.",
+    )
+    parser.add_argument("--version", action="version", version=f"seld {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="synthesize a DCASE-style spatial dataset")
+    p.add_argument("--out", required=True, help="dataset root to write (STARSS23 layout)")
+    p.add_argument("--format", choices=["foa", "mic", "both"], default="both", help="which array formats to render")
+    p.add_argument("--minutes", type=float, default=10.0, help="minutes of audio per format")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
+    p.add_argument("--sounds", help="folder of dry recordings (one subfolder per class); procedural sounds otherwise")
+    p.add_argument("--classes", help="comma-separated class names (default: the 13 STARSS23 classes)")
+    p.add_argument("--array", help="array description JSON for a custom microphone array")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--rooms", type=int, default=9, help="number of distinct rooms")
+    p.add_argument("--max-polyphony", type=int, default=3, help="most sources sounding at once")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds per mixture")
+
+    p = sub.add_parser("synth-sounds", help="build a sound bank of real dry recordings from Debian packages")
+    p.add_argument("--out", required=True, help="folder to write the sound bank to")
+
+    p = sub.add_parser("train", help="train a model on a DCASE-layout dataset")
+    p.add_argument("--data", help="dataset root (STARSS23 layout)")
+    p.add_argument("--out", help="run directory for checkpoints, logs and config")
+    p.add_argument("--format", choices=["foa", "mic"], default=None, help="dataset format to read (default foa)")
+    p.add_argument("--preset", choices=["default", "seldnet", "dcase2023", "tiny"], default=None, help="model and training preset")
+    p.add_argument("--config", help="TOML file of config fields")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="field=value", help="config overrides, e.g. epochs=1 model.causal=false")
+
+    p = sub.add_parser("export", help="export a trained run to an ONNX model package")
+    p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT", help="run directory or checkpoint file")
+    p.add_argument("--out", required=True, help="model package folder to write")
+
+    p = sub.add_parser("annotate", help="annotate audio files: DCASE CSV, events JSON, plots")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
+    p.add_argument("--model", help="model package folder (default: the shipped model for --format)")
+    p.add_argument("--format", choices=["foa", "mic"], default="foa", help="shipped model to use without --model")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--plot", action="store_true", help="also write NAME.png")
+    p.add_argument("--streaming", action="store_true", help="run the streaming graph chunk by chunk")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="inference device")
+    p.add_argument("--workers", type=int, default=1, help="files read in parallel")
+    p.add_argument("--overwrite", action="store_true", help="redo files whose outputs exist")
+
+    p = sub.add_parser("evaluate", help="score predictions against references with the DCASE metrics")
+    p.add_argument("--ref", required=True, help="folder of reference metadata CSVs (searched recursively)")
+    p.add_argument("--pred", required=True, help="folder of prediction CSVs (searched recursively)")
+    p.add_argument("--metrics", choices=["dcase2023", "dcase2024"], default="dcase2024", help="which challenge's metrics")
+    p.add_argument("--average", choices=["macro", "micro"], default="macro", help="class averaging")
+    p.add_argument("--no-distance", action="store_true", help="ignore distances (dcase2024)")
+    p.add_argument("--classes", type=int, default=13, help="number of classes")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("live", help="run the model live on a microphone array")
+    p.add_argument("--device", help="input device index or name (see `seld devices`)")
+    p.add_argument("--model", help="model package folder (default: the shipped model for --format)")
+    p.add_argument("--format", choices=["foa", "mic"], default="foa", help="shipped model to use without --model")
+    p.add_argument("--channels", help="1-based device channels to use as the array's capsules, e.g. 1,2,3,4")
+    p.add_argument("--web", type=int, metavar="PORT", help="serve a live web view on 127.0.0.1:PORT")
+    p.add_argument("--json", action="store_true", help="print one JSON object per label frame")
+    p.add_argument("--record", metavar="FILE.wav", help="save the raw input")
+    p.add_argument("--input", metavar="FILE.wav", help="play a recording through the loop at real speed")
+    p.add_argument("--stats", action="store_true", help="print latency percentiles at exit")
+
+    sub.add_parser("devices", help="list audio input devices")
+
+    p = sub.add_parser("bench", help="benchmarks that print their figures")
+    p.add_argument("what", choices=BENCHMARKS, help="what to measure")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    module_name, function_name = HANDLERS[args.command].split(":")
+    try:
+        handler = getattr(importlib.import_module(module_name), function_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        handler = None
+    except AttributeError:
+        handler = None
+    if handler is None:
+        print(f"seld {args.command}: not built yet", file=sys.stderr)
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except SeldError as error:
+        print(f"seld {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"seld {args.command}: interrupted", file=sys.stderr)
+        return 130
