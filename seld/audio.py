@@ -1,0 +1,187 @@
+"""Audio I/O: read any file soundfile reads as float32 [channels, samples], whole or in
+blocks, resampled to the wanted rate; write whole-or-nothing.
+
+The DCASE framing constants live here because every part shares them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile
+from scipy.signal import resample_poly
+
+from seld import SeldError
+
+SAMPLE_RATE = 24_000
+HOP = 480  # 20 ms STFT hop
+LABEL_HOP = 2_400  # 100 ms label frame = 5 hops
+# resample_poly's default filter half-length is 10 * max(up, down) samples at the upsampled rate.
+_HALF_LENGTH_FACTOR = 10
+
+
+def _open(path: Path) -> soundfile.SoundFile:
+    if not path.exists():
+        raise SeldError(f"{path}: no such file")
+    if path.is_dir():
+        raise SeldError(f"{path}: is a folder, not an audio file")
+    try:
+        handle = soundfile.SoundFile(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+        raise SeldError(f"{path}: not a readable audio file ({_libsndfile_reason(error)})") from None
+    if handle.frames == 0:
+        handle.close()
+        raise SeldError(f"{path}: contains no samples")
+    return handle
+
+
+def _libsndfile_reason(error: Exception) -> str:
+    text = str(error)
+    return text.split(": ", 1)[-1] if ": " in text else text or type(error).__name__
+
+
+def _check_channels(path: Path, found: int, wanted: int | None) -> None:
+    if wanted is not None and found != wanted:
+        raise SeldError(f"{path}: has {found} channels, the array needs {wanted}")
+
+
+def _check_finite(path: Path, block: np.ndarray, offset: int, rate: int) -> None:
+    if not np.isfinite(block).all():
+        where = offset + int(np.argmax(~np.isfinite(block).all(axis=1)))
+        raise SeldError(f"{path}: NaN or Inf samples (first at {where / rate:.3f} s)")
+
+
+def audio_info(path: str | Path) -> tuple[int, int, int]:
+    """(sample rate, channels, frames) of a file, with the same errors as reading it."""
+    path = Path(path)
+    with _open(path) as handle:
+        return handle.samplerate, handle.channels, handle.frames
+
+
+def read_audio(
+    path: str | Path, sample_rate: int | None = SAMPLE_RATE, channels: int | None = None
+) -> tuple[np.ndarray, int]:
+    """The whole file as float32 [channels, samples] at `sample_rate` (None keeps the file's)."""
+    blocks = list(iter_audio_blocks(path, sample_rate=sample_rate, channels=channels, block_samples=1 << 20))
+    audio = np.concatenate(blocks, axis=1)
+    return audio, sample_rate or audio_info(path)[0]
+
+
+def iter_audio_blocks(
+    path: str | Path,
+    sample_rate: int | None = SAMPLE_RATE,
+    channels: int | None = None,
+    block_samples: int = 240_000,
+) -> Iterator[np.ndarray]:
+    """Yield float32 [channels, n] blocks at `sample_rate`, resampled block-wise so that the
+    concatenation equals resampling the whole file. Errors name the file."""
+    path = Path(path)
+    handle = _open(path)
+    with handle:
+        _check_channels(path, handle.channels, channels)
+        rate = handle.samplerate
+        resampler = None if sample_rate in (None, rate) else StreamingResampler(rate, sample_rate, handle.channels)
+        offset = 0
+        while True:
+            try:
+                block = handle.read(block_samples, dtype="float32", always_2d=True)
+            except (soundfile.LibsndfileError, RuntimeError) as error:
+                raise SeldError(f"{path}: corrupt audio data ({_libsndfile_reason(error)})") from None
+            if len(block) == 0:
+                break
+            _check_finite(path, block, offset, rate)
+            offset += len(block)
+            block = np.ascontiguousarray(block.T)
+            if resampler is None:
+                yield block
+            else:
+                out = resampler.push(block)
+                if out.shape[1]:
+                    yield out
+        if resampler is not None:
+            tail = resampler.flush()
+            if tail.shape[1]:
+                yield tail
+        if offset == 0:
+            raise SeldError(f"{path}: contains no samples")
+
+
+class StreamingResampler:
+    """Polyphase resampling of a stream in blocks of any size, equal to
+    ``scipy.signal.resample_poly`` of the whole signal (zeros beyond both ends).
+
+    Output sample n needs the input within the filter's half length of n * down / up;
+    each push resamples the buffered input and emits only outputs whose support is
+    complete, keeping just enough history for the next ones.
+    """
+
+    def __init__(self, rate_in: int, rate_out: int, channels: int):
+        ratio = Fraction(rate_out, rate_in)
+        self.up, self.down = ratio.numerator, ratio.denominator
+        self.margin = math.ceil(_HALF_LENGTH_FACTOR * max(self.up, self.down) / self.up) + 2
+        self.buffer = np.zeros((channels, 0), np.float32)
+        self.buffer_start = 0  # input index of buffer[:, 0]; always a multiple of `down`
+        self.next_output = 0
+        self.total_input = 0
+
+    def _resample_buffer(self) -> np.ndarray:
+        return resample_poly(self.buffer, self.up, self.down, axis=1).astype(np.float32)
+
+    def _emit(self, last_output: int) -> np.ndarray:
+        if last_output < self.next_output:
+            return np.zeros((self.buffer.shape[0], 0), np.float32)
+        first_in_buffer = self.buffer_start * self.up // self.down
+        out = self._resample_buffer()[:, self.next_output - first_in_buffer : last_output + 1 - first_in_buffer]
+        self.next_output = last_output + 1
+        return out
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """Feed [channels, n] input; returns the output samples now complete."""
+        self.buffer = np.concatenate([self.buffer, block.astype(np.float32, copy=False)], axis=1)
+        self.total_input += block.shape[1]
+        complete_input = self.total_input - 1 - self.margin
+        out = self._emit(math.floor(complete_input * self.up / self.down) if complete_input >= 0 else -1)
+        # Drop history no future output needs, keeping the buffer start on the polyphase grid.
+        keep_from = max(0, self.next_output * self.down // self.up - self.margin)
+        keep_from -= keep_from % self.down
+        if keep_from > self.buffer_start:
+            self.buffer = self.buffer[:, keep_from - self.buffer_start :]
+            self.buffer_start = keep_from
+        return out
+
+    def flush(self) -> np.ndarray:
+        """The remaining output at the end of the stream."""
+        return self._emit(math.ceil(self.total_input * self.up / self.down) - 1)
+
+
+def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Whole-signal polyphase resampling of [channels, samples]."""
+    if rate_in == rate_out:
+        return audio
+    ratio = Fraction(rate_out, rate_in)
+    return resample_poly(audio, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
+
+
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:
+    """Write [channels, samples] whole-or-nothing: a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(descriptor)
+    try:
+        soundfile.write(temporary, np.asarray(audio).T, sample_rate, subtype=subtype, format=_format_of(path))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}.get(suffix, "WAV")
