@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+import soundfile
+from scipy.signal import resample_poly
+
+from seld import SeldError
+from seld.audio import StreamingResampler, audio_info, iter_audio_blocks, read_audio, write_audio
+
+
+def noise(channels=4, seconds=1.0, rate=24_000, seed=0):
+    return (0.1 * np.random.default_rng(seed).standard_normal((channels, int(seconds * rate)))).astype(np.float32)
+
+
+@pytest.mark.parametrize("suffix", ["wav", "flac", "ogg"])
+def test_reads_any_format_as_float32_channels_first(tmp_path, suffix):
+    audio = noise(seconds=0.5)
+    path = tmp_path / f"x.{suffix}"
+    soundfile.write(path, audio.T, 24_000)
+    read, rate = read_audio(path)
+    assert rate == 24_000 and read.dtype == np.float32 and read.shape == audio.shape
+    if suffix != "ogg":  # lossy
+        assert np.abs(read - audio).max() < 1e-3
+
+
+@pytest.mark.parametrize("rate_in", [48_000, 44_100, 16_000])
+def test_blockwise_resampling_equals_whole_file(tmp_path, rate_in):
+    audio = noise(channels=2, seconds=2.3, rate=rate_in)
+    path = tmp_path / "x.wav"
+    soundfile.write(path, audio.T, rate_in, subtype="FLOAT")
+    whole = resample_poly(audio, *{48_000: (1, 2), 44_100: (80, 147), 16_000: (3, 2)}[rate_in], axis=1)
+    blocks = list(iter_audio_blocks(path, sample_rate=24_000, block_samples=7_001))
+    assert len(blocks) > 3
+    joined = np.concatenate(blocks, axis=1)
+    assert joined.shape == whole.shape
+    assert np.abs(joined - whole).max() < 1e-4
+
+
+def test_streaming_resampler_any_block_sizes():
+    rng = np.random.default_rng(1)
+    signal = rng.standard_normal((1, 30_000)).astype(np.float32)
+    resampler, pieces, start = StreamingResampler(44_100, 24_000, 1), [], 0
+    while start < signal.shape[1]:
+        size = int(rng.integers(1, 3_000))
+        pieces.append(resampler.push(signal[:, start : start + size]))
+        start += size
+    pieces.append(resampler.flush())
+    assert np.abs(np.concatenate(pieces, 1) - resample_poly(signal, 80, 147, axis=1)).max() < 1e-4
+
+
+def test_write_is_whole_or_nothing(tmp_path):
+    path = tmp_path / "out.wav"
+    write_audio(path, noise(seconds=0.1))
+    assert audio_info(path) == (24_000, 4, 2_400)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
+    with pytest.raises(Exception):
+        write_audio(tmp_path / "bad.wav", np.zeros((2, 10, 3)))  # not [channels, samples]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
+
+
+def expect_error(path, match, **kwargs):
+    with pytest.raises(SeldError) as error:
+        read_audio(path, **kwargs)
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message
+    assert match in message
+
+
+def test_missing_file(tmp_path):
+    expect_error(tmp_path / "nope.wav", "no such file")
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "corrupt.wav"
+    path.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk")
+    expect_error(path, "not a readable audio file")
+
+
+def test_not_audio(tmp_path):
+    path = tmp_path / "text.wav"
+    path.write_text("hello")
+    expect_error(path, "not a readable audio file")
+
+
+def test_truncated_file_reads_or_fails_cleanly(tmp_path):
+    path = tmp_path / "cut.wav"
+    soundfile.write(path, noise(seconds=0.5).T, 24_000)
+    path.write_bytes(path.read_bytes()[:1000])
+    try:
+        audio, _ = read_audio(path)
+        assert audio.shape[0] == 4
+    except SeldError as error:
+        assert str(path) in str(error)
+
+
+def test_zero_length(tmp_path):
+    path = tmp_path / "empty.wav"
+    soundfile.write(path, np.zeros((0, 4), np.float32), 24_000)
+    expect_error(path, "no samples")
+
+
+def test_wrong_channel_count(tmp_path):
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, noise(channels=2, seconds=0.1).T, 24_000)
+    expect_error(path, "has 2 channels, the array needs 4", channels=4)
+
+
+def test_nan_samples(tmp_path):
+    audio = noise(seconds=0.2)
+    audio[1, 2_400] = np.nan
+    path = tmp_path / "nan.wav"
+    soundfile.write(path, audio.T, 24_000, subtype="FLOAT")
+    expect_error(path, "NaN or Inf samples (first at 0.100 s)")
+
+
+def test_folder_instead_of_file(tmp_path):
+    expect_error(tmp_path, "is a folder")

@@ -1,0 +1,46 @@
+import json
+
+from seld.arrays import TETRAHEDRAL, load_array
+from seld.cli import HANDLERS, build_parser
+
+
+def test_help_describes_every_option(seld_cli):
+    result = seld_cli("--help")
+    assert result.returncode == 0
+    for command in HANDLERS:
+        assert command in result.stdout
+        sub = seld_cli(command, "--help")
+        assert sub.returncode == 0, sub.stderr
+        parser = build_parser()
+        subparser = parser._subparsers._group_actions[0].choices[command]
+        for action in subparser._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{command} {action.option_strings} has no help"
+
+
+def test_errors_are_one_line(seld_cli, tmp_path):
+    missing = tmp_path / "missing.json"
+    result = seld_cli("synth", "--out", tmp_path / "d", "--array", missing, "--minutes", "0.01")
+    if result.returncode == 2 and "not built yet" in result.stderr:
+        return
+    assert result.returncode != 0
+    assert str(missing) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tetrahedral_array_matches_design():
+    expected = [(0.0243, 0.0243, 0.0241), (0.0243, -0.0243, -0.0241), (-0.0243, 0.0243, -0.0241), (-0.0243, -0.0243, 0.0241)]
+    for capsule, want in zip(TETRAHEDRAL.capsules_m, expected):
+        assert max(abs(a - b) for a, b in zip(capsule, want)) < 1e-4
+
+
+def test_array_file_round_trip_and_errors(tmp_path):
+    import pytest
+
+    from seld import SeldError
+
+    path = tmp_path / "array.json"
+    path.write_text(json.dumps(TETRAHEDRAL.to_dict()))
+    assert load_array(path) == TETRAHEDRAL
+    path.write_text(json.dumps({"name": "x", "kind": "mic", "capsules_m": [[0, 0]]}))
+    with pytest.raises(SeldError, match="array.json"):
+        load_array(path)
