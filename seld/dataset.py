@@ -1,0 +1,147 @@
+"""Training data: audio crops from a DCASE-layout dataset and their targets.
+
+Layout (DESIGN.md): ROOT/{foa,mic}_dev/<split>/<name>.wav beside
+ROOT/metadata_dev/<split>/<name>.csv. Crops are whole label frames, read straight
+from the WAV (no feature dumps); features are computed on the device by the network.
+Every random choice of an epoch comes from (seed, epoch), so a run resumed at an
+epoch boundary sees exactly the data an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+from seld import SeldError
+from seld.audio import LABEL_HOP, SAMPLE_RATE, audio_info
+from seld.augment import ChannelSwap
+from seld.decode import OutputLayout
+from seld.formats import Events, read_reference
+from seld.targets import LabelEvent, encode_targets
+
+
+@dataclass(frozen=True)
+class Recording:
+    audio_path: Path
+    metadata_path: Path
+    label_frames: int
+
+
+def find_recordings(root: str | Path, format_name: str, split_prefix: str) -> list[Recording]:
+    """Recordings of every split whose name starts with `split_prefix`, sorted by path."""
+    root = Path(root)
+    audio_root = root / f"{format_name}_dev"
+    if not audio_root.is_dir():
+        raise SeldError(f"{root}: no {format_name}_dev folder (expected the DCASE layout ROOT/{format_name}_dev/<split>/)")
+    recordings = []
+    for split in sorted(p for p in audio_root.iterdir() if p.is_dir() and p.name.startswith(split_prefix)):
+        for audio_path in sorted(split.glob("*.wav")):
+            metadata_path = root / "metadata_dev" / split.name / f"{audio_path.stem}.csv"
+            if not metadata_path.is_file():
+                raise SeldError(f"{audio_path}: no metadata file {metadata_path}")
+            rate, _, frames = audio_info(audio_path)
+            if rate != SAMPLE_RATE:
+                raise SeldError(f"{audio_path}: sample rate {rate} Hz, training needs {SAMPLE_RATE} Hz")
+            recordings.append(Recording(audio_path, metadata_path, -(-frames // LABEL_HOP)))
+    return recordings
+
+
+def split_recordings(root: str | Path, format_name: str) -> tuple[list[Recording], list[Recording]]:
+    """(training, validation): dev-train* for training, dev-val* or else dev-test* to validate."""
+    train = find_recordings(root, format_name, "dev-train")
+    if not train:
+        raise SeldError(f"{root}: no recordings in {format_name}_dev/dev-train*")
+    validation = find_recordings(root, format_name, "dev-val") or find_recordings(root, format_name, "dev-test")
+    return train, validation
+
+
+def events_to_labels(events: Events) -> list[LabelEvent]:
+    distances = events.distance if events.distance is not None else [None] * len(events.frame)
+    return [
+        LabelEvent(int(f), int(c), int(s), float(a), float(e), None if d is None else float(d))
+        for f, c, s, a, e, d in zip(events.frame, events.class_index, events.track, events.azimuth, events.elevation, distances)
+    ]
+
+
+def epoch_crops(recordings: list[Recording], crop_frames: int, seed: int, epoch: int) -> list[tuple[int, int, int]]:
+    """(recording index, first label frame, augmentation seed) for every crop of an epoch, shuffled.
+
+    Each recording is tiled with crops at a random phase, so over epochs every
+    frame is seen at every position within a crop."""
+    rng = np.random.default_rng([seed, epoch])
+    crops = []
+    for index, recording in enumerate(recordings):
+        phase = int(rng.integers(0, crop_frames)) if recording.label_frames > crop_frames else 0
+        starts = range(phase - crop_frames if phase else 0, recording.label_frames, crop_frames)
+        crops.extend((index, max(start, 0), 0) for start in starts if min(start + crop_frames, recording.label_frames) - max(start, 0) >= crop_frames // 2)
+    order = rng.permutation(len(crops))
+    augment_seeds = rng.integers(0, 2**31, size=len(crops))
+    return [(crops[i][0], crops[i][1], int(s)) for i, s in zip(order, augment_seeds)]
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Audio crops [channels, crop_frames * 2400] and targets [crop_frames, ...]."""
+
+    def __init__(self, recordings: list[Recording], layout: OutputLayout, crop_frames: int,
+                 channels: int, swaps: list[ChannelSwap] | None = None):
+        self.recordings = recordings
+        self.layout = layout
+        self.crop_frames = crop_frames
+        self.channels = channels
+        self.swaps = swaps or []
+        self.crops: list[tuple[int, int, int]] = []
+        self._labels: dict[int, list[LabelEvent]] = {}
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        self.crops = epoch_crops(self.recordings, self.crop_frames, seed, epoch)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def labels(self, index: int) -> list[LabelEvent]:
+        if index not in self._labels:
+            self._labels[index] = events_to_labels(read_reference(self.recordings[index].metadata_path))
+        return self._labels[index]
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index, start, augment_seed = self.crops[item]
+        recording = self.recordings[index]
+        audio = read_crop(recording.audio_path, start * LABEL_HOP, self.crop_frames * LABEL_HOP, self.channels)
+        end = start + self.crop_frames
+        labels = [
+            LabelEvent(e.frame - start, e.class_index, e.source, e.azimuth, e.elevation, e.distance_m)
+            for e in self.labels(index) if start <= e.frame < end
+        ]
+        if self.swaps:
+            swap = self.swaps[np.random.default_rng(augment_seed).integers(len(self.swaps))]
+            audio = swap.apply_audio(audio)
+            labels = rotate_labels(labels, swap)
+        targets = encode_targets(labels, self.crop_frames, self.layout)
+        return torch.from_numpy(np.ascontiguousarray(audio)), torch.from_numpy(targets.astype(np.float32))
+
+
+def rotate_labels(labels: list[LabelEvent], swap: ChannelSwap) -> list[LabelEvent]:
+    if not labels:
+        return labels
+    azimuth, elevation = swap.apply_directions(np.array([e.azimuth for e in labels]), np.array([e.elevation for e in labels]))
+    return [
+        LabelEvent(e.frame, e.class_index, e.source, float(a), float(el), e.distance_m)
+        for e, a, el in zip(labels, azimuth, elevation)
+    ]
+
+
+def read_crop(path: Path, start: int, length: int, channels: int) -> np.ndarray:
+    """float32 [channels, length] from sample `start`, zero-padded past the end of the file."""
+    try:
+        data = soundfile.read(str(path), frames=length, start=start, dtype="float32", always_2d=True)[0]
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise SeldError(f"{path}: cannot read audio: {error}") from None
+    if data.shape[1] != channels:
+        raise SeldError(f"{path}: has {data.shape[1]} channels, the model needs {channels}")
+    crop = np.zeros((channels, length), np.float32)
+    crop[:, : len(data)] = data.T
+    return crop

@@ -1,0 +1,349 @@
+"""`seld train`: a plain training loop, top to bottom.
+
+RUN_DIR holds config.json (the resolved config), last.pt and best.pt (checkpoints of
+plain types, written whole-or-nothing), metrics.csv and tensorboard/. A run killed at
+any moment resumes from last.pt with `--resume RUN_DIR`; every random choice of an
+epoch derives from (seed, epoch), so on CPU a resumed run ends with the same weights
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from seld import SeldError
+from seld.arrays import array_for_format
+from seld.audio import LABEL_HOP, read_audio
+from seld.augment import channel_swaps
+from seld.config import apply_overrides, from_dict, load_toml, to_dict
+from seld.dataset import CropDataset, Recording, split_recordings
+from seld.decode import Detection, decode
+from seld.features import FeatureConfig, default_front_end
+from seld.formats import Events, read_reference
+from seld.losses import SeldLoss
+from seld.metrics import SeldScorer
+from seld.model import ModelConfig, preset as model_preset
+from seld.network import SeldNetwork
+
+log = logging.getLogger(__name__)
+
+STARSS23_CLASSES = (
+    "female speech", "male speech", "clapping", "telephone", "laughter", "domestic sounds", "footsteps",
+    "door", "music", "musical instrument", "water tap", "bell", "knock",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = ""
+    format: str = "foa"
+    preset: str = "default"
+    classes: tuple[str, ...] = STARSS23_CLASSES
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    crop_seconds: float = 5.0
+    seed: int = 0
+    workers: int = 2
+    augment_channel_swap: bool = True
+    augment_mask: bool = True  # time-frequency masking of the features
+    normalization_files: int = 50  # training files whose features give the normalization statistics
+    threshold: float = 0.5
+    device: str = "auto"
+
+
+TRAINING_PRESETS = {
+    "default": {},
+    "seldnet": {"crop_seconds": 6.0, "batch_size": 16},
+    "dcase2023": {"crop_seconds": 5.0, "batch_size": 128, "epochs": 100},
+    "tiny": {"epochs": 3, "batch_size": 4, "crop_seconds": 2.0, "learning_rate": 3e-3, "workers": 0,
+             "normalization_files": 4},
+}
+
+
+def resolve_config(format_name: str | None, preset_name: str | None, toml_path: str | None,
+                   overrides: list[str], data: str | None) -> TrainConfig:
+    """Preset -> TOML file -> command-line overrides; then the model is fitted to the features."""
+    toml_values = load_toml(toml_path) if toml_path else {}
+    preset_name = preset_name or toml_values.get("preset", "default")
+    format_name = format_name or toml_values.get("format", "foa")
+    if preset_name not in TRAINING_PRESETS:
+        raise SeldError(f"unknown preset {preset_name!r}; presets: {', '.join(TRAINING_PRESETS)}")
+    config = TrainConfig(
+        format=format_name, preset=preset_name,
+        features=default_front_end(preset_name, format_name),
+        model=model_preset(preset_name),
+    )
+    config = apply_overrides(config, TRAINING_PRESETS[preset_name], "preset")
+    config = apply_overrides(config, {k: v for k, v in toml_values.items() if k not in ("preset", "format")}, str(toml_path))
+    config = apply_overrides(config, overrides)
+    if data:
+        config = dataclasses.replace(config, data=data)
+    if not config.data:
+        raise SeldError("no dataset: pass --data DIR (or data=DIR)")
+    channels, bins = config.features.shape(array_for_format(config.format))
+    model = dataclasses.replace(config.model, input_channels=channels, input_bins=bins, num_classes=len(config.classes))
+    return dataclasses.replace(config, model=model)
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    """torch.save to a temporary file in the same folder, then rename: whole or nothing."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(descriptor)
+    try:
+        torch.save(checkpoint, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
+    if not path.is_file():
+        raise SeldError(f"{path}: no checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file
+        raise SeldError(f"{path}: not a readable seld checkpoint ({type(error).__name__})") from None
+
+
+def network_from_checkpoint(checkpoint: dict) -> tuple[SeldNetwork, TrainConfig]:
+    config = from_dict(TrainConfig, checkpoint["config"], "checkpoint config")
+    network = SeldNetwork(config.features, config.model, array_for_format(config.format))
+    network.load_state_dict(checkpoint["model"])
+    return network.eval(), config
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+def write_metrics_csv(path: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomic(path, buffer.getvalue())
+
+
+# ------------------------------------------------------------------ validation
+
+
+def detections_to_events(detections: list[Detection], with_distance: bool) -> Events:
+    def column(name, dtype=float):
+        return np.array([getattr(d, name) for d in detections], dtype=dtype)
+
+    distance = np.array([d.distance_m or 0.0 for d in detections], float) if with_distance else None
+    return Events(column("frame", np.int64), column("class_index", np.int64), column("track", np.int64),
+                  column("azimuth"), column("elevation"), distance)
+
+
+@torch.no_grad()
+def validate(network: SeldNetwork, recordings: list[Recording], config: TrainConfig, device: torch.device) -> dict:
+    """DCASE 2024 metrics (macro) of the network on whole validation recordings."""
+    network.eval()
+    layout = config.model.layout
+    scorer = SeldScorer("dcase2024", "macro", use_distance=layout.distance, num_classes=len(config.classes))
+    for recording in recordings:
+        audio, _ = read_audio(recording.audio_path, channels=network.num_channels)
+        outputs = network(torch.from_numpy(audio)[None].to(device))[0].float().cpu().numpy()
+        detections = decode(outputs, layout, threshold=config.threshold)
+        reference = read_reference(recording.metadata_path)
+        if not layout.distance:
+            reference = reference.without_distance()
+        elif reference.distance is None:
+            raise SeldError(f"{recording.metadata_path}: no distance column, but the model has a distance head")
+        scorer.add(reference, detections_to_events(detections, layout.distance), recording.audio_path.name)
+    result = scorer.result()
+    return {key: float(value) for key, value in result.metrics.items()}
+
+
+@torch.no_grad()
+def normalization_statistics(network: SeldNetwork, recordings: list[Recording], count: int,
+                             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation per feature channel and bin over training recordings only."""
+    total, total_square, frames = None, None, 0
+    for recording in recordings[:count]:
+        audio, _ = read_audio(recording.audio_path, channels=network.num_channels)
+        features = network.features(torch.from_numpy(audio)[None].to(device))[0].double()  # [C, T, F]
+        total = features.sum(1) if total is None else total + features.sum(1)
+        squares = (features**2).sum(1)
+        total_square = squares if total_square is None else total_square + squares
+        frames += features.shape[1]
+    mean = total / frames
+    std = (total_square / frames - mean**2).clamp_min(1e-8).sqrt()
+    return mean.float().cpu(), std.float().cpu()
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SeldError("device=cuda asked for, but torch sees no CUDA GPU")
+    return torch.device(name)
+
+
+def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dict:
+    """Train; returns the last epoch's log row. `resume` is a loaded last.pt."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if distributed:  # launched by torchrun
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank = torch.distributed.get_rank()
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    device = pick_device(config.device)
+    if device.type == "cuda" and distributed:
+        device = torch.device("cuda", torch.cuda.current_device())
+    main_process = rank == 0
+    torch.manual_seed(config.seed)
+
+    array = array_for_format(config.format)
+    train_recordings, validation_recordings = split_recordings(config.data, config.format)
+    if main_process:
+        log.info("training on %d recordings, validating on %d, device %s", len(train_recordings),
+                 len(validation_recordings), device)
+    network = SeldNetwork(config.features, config.model, array).to(device)
+    layout = config.model.layout
+    crop_frames = round(config.crop_seconds * 10)
+    dataset = CropDataset(train_recordings, layout, crop_frames, array.num_channels,
+                          channel_swaps(array) if config.augment_channel_swap else None)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    loss_function = SeldLoss(layout)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+
+    history, best_seld, first_epoch = [], math.inf, 0
+    if resume is not None:
+        network.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        history, best_seld, first_epoch = list(resume["history"]), float(resume["best_seld"]), int(resume["epoch"]) + 1
+        log.info("resuming after epoch %d", first_epoch)
+    else:
+        mean, std = normalization_statistics(network, train_recordings, config.normalization_files, device)
+        network.set_normalization(mean, std)
+
+    model = network
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+    writer = None
+    if main_process:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=first_epoch)
+
+    row: dict = history[-1] if history else {}
+    for epoch in range(first_epoch, config.epochs):
+        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and masks: a function of the epoch
+        dataset.set_epoch(config.seed, epoch)
+        sampler = torch.utils.data.distributed.DistributedSampler(dataset, shuffle=False) if distributed else None
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=config.batch_size, shuffle=False, sampler=sampler, num_workers=config.workers,
+            drop_last=len(dataset) > config.batch_size, pin_memory=device.type == "cuda",
+        )
+        model.train()
+        started, total_loss, batches = time.perf_counter(), 0.0, 0
+        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not main_process,
+                        leave=False)
+        for audio, targets in progress:
+            audio, targets = audio.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                outputs = model(audio, augment=config.augment_mask)
+                loss = loss_function(outputs.float(), targets)
+            if not torch.isfinite(loss):
+                raise SeldError(
+                    f"{run_dir}: loss became {loss.item()} in epoch {epoch + 1}; stopped, last good checkpoint "
+                    f"kept in {run_dir / 'last.pt'} (try a lower learning_rate)")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
+            scaler.step(optimizer)
+            scaler.update()
+            total_loss += loss.item()
+            batches += 1
+            seconds_of_audio = batches * config.batch_size * config.crop_seconds
+            progress.set_postfix(loss=f"{total_loss / batches:.4f}",
+                                 speed=f"{seconds_of_audio / (time.perf_counter() - started):.0f}x")
+        if not main_process:
+            continue
+        row = {"epoch": epoch + 1, "train_loss": total_loss / max(batches, 1),
+               "seconds": round(time.perf_counter() - started, 2)}
+        if validation_recordings:
+            row.update(validate(network, validation_recordings, config, device))
+        seld_score = row.get("SELD", row["train_loss"])
+        improved = seld_score < best_seld
+        best_seld = min(best_seld, seld_score)
+        history.append(row)
+        checkpoint = {
+            "config": to_dict(config), "model": network.state_dict(), "optimizer": optimizer.state_dict(),
+            "epoch": epoch, "best_seld": best_seld, "history": history,
+        }
+        if improved:
+            save_checkpoint(run_dir / "best.pt", checkpoint)
+        save_checkpoint(run_dir / "last.pt", checkpoint)
+        write_metrics_csv(run_dir / "metrics.csv", history)
+        for key, value in row.items():
+            if key != "epoch":
+                writer.add_scalar(key, value, epoch + 1)
+        writer.flush()
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+    if writer:
+        writer.close()
+    if distributed:
+        torch.distributed.destroy_process_group()
+    return row
+
+
+def train_command(args) -> int:
+    if args.resume:
+        run_dir = Path(args.resume)
+        checkpoint = load_checkpoint(run_dir / "last.pt")
+        config = from_dict(TrainConfig, checkpoint["config"], str(run_dir / "last.pt"))
+        if args.overrides:
+            config = apply_overrides(config, args.overrides)
+    else:
+        if not args.out:
+            raise SeldError("pass --out RUN_DIR (or --resume RUN_DIR)")
+        run_dir = Path(args.out)
+        if (run_dir / "last.pt").exists():
+            raise SeldError(f"{run_dir}: holds a run already; continue it with --resume {run_dir} or pick another --out")
+        config = resolve_config(args.format, args.preset, args.config, args.overrides, args.data)
+        checkpoint = None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
+    row = train(config, run_dir, checkpoint)
+    print(f"trained {row.get('epoch', 0)} epochs; run in {run_dir}")
+    if "SELD" in row:
+        print("last epoch: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")))
+    return 0
