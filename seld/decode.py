@@ -1,0 +1,301 @@
+"""Model outputs -> DCASE rows and event segments with stable track ids (numpy only).
+
+Shared by validation, export checks, offline annotation and the live demo, so it never
+imports torch. Output layouts (per label frame, last axis of the model's output):
+
+- ``sed_doa`` (SELDnet): ``[activity logits (C), x (C), y (C), z (C)[, distance (C)]]``;
+  a class is active when sigmoid(logit) > threshold, its direction is (x, y, z).
+- ``accdoa``: ``[x (C), y (C), z (C)[, distance (C)]]``; active when |(x, y, z)| > threshold.
+- ``multi_accdoa``: tracks one after the other, each laid out as ``accdoa``
+  (index ``(track * axes + axis) * C + class``, the DCASE 2022-2024 baseline layout).
+  Active tracks of one class closer than ``merge_threshold_deg`` are merged (averaged),
+  as the baseline does.
+
+Distances are in metres, negative values clipped to 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+OUTPUT_FORMATS = ("sed_doa", "accdoa", "multi_accdoa")
+LABEL_HOP_S = 0.1
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """What the last axis of a model's output holds (see the module docstring)."""
+
+    output_format: str
+    num_classes: int
+    num_tracks: int = 1
+    distance: bool = False
+
+    def __post_init__(self):
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, not {self.output_format!r}")
+        if self.num_classes < 1 or self.num_tracks < 1:
+            raise ValueError("num_classes and num_tracks must be positive")
+
+    @classmethod
+    def of(cls, config) -> "OutputLayout":
+        """From a ModelConfig, a dict of its fields (``format`` may stand for ``output_format``,
+        as in seld.json's ``output``), or anything with those attributes."""
+        get = config.get if isinstance(config, dict) else lambda name, default=None: getattr(config, name, default)
+        return cls(get("output_format", get("format")), int(get("num_classes")), int(get("num_tracks", 1)),
+                   bool(get("distance", False)))
+
+    @property
+    def tracks(self) -> int:
+        return self.num_tracks if self.output_format == "multi_accdoa" else 1
+
+    @property
+    def axes(self) -> int:
+        """Values per class and track in an ACCDOA layout: x, y, z[, distance]."""
+        return 4 if self.distance else 3
+
+    @property
+    def size(self) -> int:
+        if self.output_format == "sed_doa":
+            return self.num_classes * (1 + self.axes)
+        return self.tracks * self.axes * self.num_classes
+
+
+class Detection(NamedTuple):
+    """One active (class, track) in one label frame. Angles in degrees, distance in metres."""
+
+    frame: int
+    class_index: int
+    track: int
+    azimuth: float
+    elevation: float
+    distance_m: float | None
+    confidence: float
+
+
+def vector_to_angles(x, y, z):
+    """Cartesian -> (azimuth, elevation) in degrees (DCASE convention, see DESIGN.md)."""
+    azimuth = np.degrees(np.arctan2(y, x))
+    elevation = np.degrees(np.arctan2(z, np.hypot(x, y)))
+    return azimuth, elevation
+
+
+def angles_to_vector(azimuth, elevation) -> np.ndarray:
+    """(azimuth, elevation) in degrees -> unit vectors [..., 3]."""
+    azimuth = np.radians(np.asarray(azimuth, dtype=np.float64))
+    elevation = np.radians(np.asarray(elevation, dtype=np.float64))
+    return np.stack([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)],
+                    axis=-1)
+
+
+def angle_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle in degrees between vectors (any length) along the last axis."""
+    a = a / (np.linalg.norm(a, axis=-1, keepdims=True) + 1e-10)
+    b = b / (np.linalg.norm(b, axis=-1, keepdims=True) + 1e-10)
+    return np.degrees(np.arccos(np.clip((a * b).sum(-1), -1.0, 1.0)))
+
+
+def decode(
+    outputs: np.ndarray,
+    layout: OutputLayout,
+    threshold: float = 0.5,
+    merge_threshold_deg: float = 15.0,
+    frame_offset: int = 0,
+) -> list[Detection]:
+    """Model outputs ``[label_frames, layout.size]`` -> detections, sorted by frame, class, track.
+
+    ``track`` is the output track (0 for ``sed_doa`` and ``accdoa``; for ``multi_accdoa`` the
+    lowest track of a merged group): it is not stable over time, see ``EventTracker``.
+    ``frame_offset`` is added to frame numbers (decoding a stream chunk by chunk).
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if outputs.ndim != 2 or outputs.shape[1] != layout.size:
+        raise ValueError(f"outputs must be [frames, {layout.size}] for {layout}, got {list(outputs.shape)}")
+    frames, classes, axes = outputs.shape[0], layout.num_classes, layout.axes
+    if layout.output_format == "sed_doa":
+        probability = 1.0 / (1.0 + np.exp(-outputs[:, :classes]))
+        tracks = outputs[:, classes:].reshape(frames, 1, axes, classes)
+        confidence = probability[:, None, :]
+        active = confidence > threshold
+    else:
+        tracks = outputs.reshape(frames, layout.tracks, axes, classes)
+        confidence = np.linalg.norm(tracks[:, :, :3], axis=2)  # [frames, tracks, classes]
+        active = confidence > threshold
+    confidence = np.minimum(confidence, 1.0)
+
+    detections = []
+    for frame, class_index in np.argwhere(active.any(axis=1)):
+        on = np.flatnonzero(active[frame, :, class_index])
+        values = tracks[frame, :, :, class_index]  # [tracks, axes]
+        for group in _merge_groups(values[on, :3], merge_threshold_deg):
+            members = on[group]
+            mean = values[members].mean(axis=0)
+            azimuth, elevation = vector_to_angles(*mean[:3])
+            distance = max(float(mean[3]), 0.0) if layout.distance else None
+            detections.append(Detection(
+                int(frame) + frame_offset, int(class_index), int(members[0]), float(azimuth), float(elevation),
+                distance, float(confidence[frame, members, class_index].mean())))
+    return detections
+
+
+def _merge_groups(vectors: np.ndarray, threshold_deg: float) -> list[np.ndarray]:
+    """Indices of vectors grouped by "closer than threshold" (connected components).
+
+    For three tracks this is the DCASE baseline's rule: one similar pair is merged,
+    two or more similar pairs merge all three.
+    """
+    count = len(vectors)
+    if count == 1:
+        return [np.zeros(1, dtype=int)]
+    close = angle_between(vectors[:, None, :], vectors[None, :, :]) < threshold_deg
+    labels = np.arange(count)
+    for _ in range(count):  # propagate the smallest index through each component
+        labels = np.array([labels[close[i]].min() for i in range(count)])
+    return [np.flatnonzero(labels == label) for label in np.unique(labels)]
+
+
+def to_rows(detections: Iterable[Detection]) -> list[tuple]:
+    """DCASE prediction rows ``(frame, class, track, azimuth, elevation, distance_m)``
+    (distance None without a distance head)."""
+    return [(d.frame, d.class_index, d.track, d.azimuth, d.elevation, d.distance_m) for d in detections]
+
+
+class _Track:
+    __slots__ = ("class_index", "track", "last_frame", "direction", "frames")
+
+    def __init__(self, class_index: int, track: int):
+        self.class_index, self.track, self.frames = class_index, track, []
+
+
+class EventTracker:
+    """Gives detections stable track ids and groups them into events, frame by frame.
+
+    A detection continues an open event of its class when its direction is within
+    ``max_step_deg`` of the event's last direction and the event was last seen at most
+    ``max_gap_frames`` frames before (pairs matched closest first); otherwise it opens
+    a new event. Track ids are per class: the smallest id no open event of that class
+    holds, so they stay small and are reused after an event ends.
+
+    Feed frames in increasing order with ``update``; it returns the frame's detections
+    with their track ids and the events that ended. ``flush`` ends the rest.
+    """
+
+    def __init__(self, max_step_deg: float = 30.0, max_gap_frames: int = 2, hop_s: float = LABEL_HOP_S,
+                 class_names: Sequence[str] | None = None):
+        self.max_step_deg, self.max_gap_frames, self.hop_s = max_step_deg, max_gap_frames, hop_s
+        self.class_names = class_names
+        self._open: list[_Track] = []
+
+    def update(self, frame: int, detections: Sequence[Detection]) -> tuple[list[Detection], list[dict]]:
+        ended = [t for t in self._open if frame - t.last_frame > self.max_gap_frames + 1]
+        self._open = [t for t in self._open if t not in ended]
+        tracked = []
+        for class_index in sorted({d.class_index for d in detections}):
+            mine = [d for d in detections if d.class_index == class_index]
+            candidates = [t for t in self._open if t.class_index == class_index and t.last_frame < frame]
+            assignment = self._match(mine, candidates)
+            for index, detection in enumerate(mine):
+                track = assignment.get(index)
+                if track is None:
+                    used = {t.track for t in self._open if t.class_index == class_index}
+                    track = _Track(class_index, next(i for i in range(len(used) + 1) if i not in used))
+                    self._open.append(track)
+                track.last_frame = frame
+                track.direction = angles_to_vector(detection.azimuth, detection.elevation)
+                detection = detection._replace(frame=frame, track=track.track)
+                track.frames.append(detection)
+                tracked.append(detection)
+        return tracked, [self._event(t) for t in ended]
+
+    def flush(self) -> list[dict]:
+        ended, self._open = self._open, []
+        return [self._event(t) for t in ended]
+
+    def _match(self, detections: list[Detection], tracks: list[_Track]) -> dict[int, _Track]:
+        if not detections or not tracks:
+            return {}
+        directions = angles_to_vector([d.azimuth for d in detections], [d.elevation for d in detections])
+        angles = angle_between(directions[:, None, :], np.stack([t.direction for t in tracks])[None, :, :])
+        assignment, taken = {}, set()
+        for flat in np.argsort(angles, axis=None, kind="stable"):
+            i, j = np.unravel_index(flat, angles.shape)
+            if angles[i, j] >= self.max_step_deg:
+                break
+            if i not in assignment and j not in taken:
+                assignment[int(i)] = tracks[j]
+                taken.add(j)
+        return assignment
+
+    def _event(self, track: _Track) -> dict:
+        frames = track.frames
+        mean = angles_to_vector([d.azimuth for d in frames], [d.elevation for d in frames]).mean(axis=0)
+        azimuth, elevation = vector_to_angles(*mean)
+        distances = [d.distance_m for d in frames if d.distance_m is not None]
+        name = self.class_names[track.class_index] if self.class_names else str(track.class_index)
+        return {
+            "class": track.class_index,
+            "class_name": name,
+            "track": track.track,
+            "onset_s": round(frames[0].frame * self.hop_s, 6),
+            "offset_s": round((frames[-1].frame + 1) * self.hop_s, 6),
+            "azimuth": round(float(azimuth), 2),
+            "elevation": round(float(elevation), 2),
+            "distance_m": round(float(np.mean(distances)), 3) if distances else None,
+            "frames": [[d.frame, round(d.azimuth, 2), round(d.elevation, 2),
+                        None if d.distance_m is None else round(d.distance_m, 3), round(d.confidence, 3)]
+                       for d in frames],
+        }
+
+
+def _by_frame(detections: Iterable[Detection]):
+    current, batch = None, []
+    for detection in sorted(detections, key=lambda d: (d.frame, d.class_index, d.track)):
+        if detection.frame != current and batch:
+            yield current, batch
+            batch = []
+        current = detection.frame
+        batch.append(detection)
+    if batch:
+        yield current, batch
+
+
+def track_events(detections: Iterable[Detection], class_names: Sequence[str] | None = None,
+                 hop_s: float = LABEL_HOP_S, max_step_deg: float = 30.0, max_gap_frames: int = 2) -> list[dict]:
+    """The ``events`` list of ``NAME.json`` (DESIGN.md) for a whole file, sorted by onset."""
+    tracker = EventTracker(max_step_deg, max_gap_frames, hop_s, class_names)
+    events = []
+    for frame, batch in _by_frame(detections):
+        events.extend(tracker.update(frame, batch)[1])
+    events.extend(tracker.flush())
+    return sorted(events, key=lambda e: (e["onset_s"], e["class"], e["track"]))
+
+
+def assign_tracks(detections: Iterable[Detection], max_step_deg: float = 30.0,
+                  max_gap_frames: int = 2) -> list[Detection]:
+    """Detections with stable per-class track ids (the ids ``track_events`` gives), e.g. for CSV rows."""
+    tracker = EventTracker(max_step_deg, max_gap_frames)
+    tracked = []
+    for frame, batch in _by_frame(detections):
+        tracked.extend(tracker.update(frame, batch)[0])
+    return tracked
+
+
+def frame_json(frame: int, detections: Sequence[Detection], class_names: Sequence[str] | None = None,
+               hop_s: float = LABEL_HOP_S) -> dict:
+    """One ``seld live --json`` frame object (DESIGN.md) from a frame's tracked detections."""
+    return {
+        "frame": frame,
+        "time_s": round(frame * hop_s, 6),
+        "events": [{
+            "class": d.class_index,
+            "class_name": class_names[d.class_index] if class_names else str(d.class_index),
+            "track": d.track,
+            "azimuth": round(d.azimuth, 2),
+            "elevation": round(d.elevation, 2),
+            "distance_m": None if d.distance_m is None else round(d.distance_m, 3),
+            "confidence": round(d.confidence, 3),
+        } for d in detections],
+    }
