@@ -1,9 +1,9 @@
 """Label events -> training targets for every output format (numpy only).
 
 Input: label events, one per (label frame, source), as ``LabelEvent`` or anything
-``label_events`` adapts (objects or dicts with fields frame, class, source/track,
-azimuth, elevation, distance, or rows ``(frame, class, source, azimuth, elevation[,
-distance_m])``). Angles in degrees, distance in metres (reference CSVs hold
+``label_events`` adapts: objects or dicts with fields frame, class, source/track,
+azimuth, elevation, distance; rows ``(frame, class, source, azimuth, elevation[,
+distance_m])``; or columns of those (``seld.formats.Events``). Angles in degrees, distance in metres (reference CSVs hold
 centimetres: the CSV reader converts).
 
 Targets, per label frame (C classes), in the layouts ``seld.decode`` documents:
@@ -71,6 +71,12 @@ def label_events(items: Iterable[Any]) -> list[LabelEvent]:
     """Adapt events from any of the forms the module docstring lists."""
     if isinstance(items, np.ndarray):
         items = items.tolist()
+    elif hasattr(items, "frame") and hasattr(items, "azimuth"):  # columns, as seld.formats.Events
+        columns = [items.frame, _field(items, "class_index"), _field(items, "source"), items.azimuth, items.elevation]
+        distance = _field(items, "distance_m")
+        distance = [None] * len(columns[0]) if distance is None else [float(d) for d in distance]
+        return [LabelEvent(int(f), int(c), int(s), float(a), float(e), d)
+                for f, c, s, a, e, d in zip(*columns, distance)]
     events = []
     for item in items:
         if isinstance(item, LabelEvent):

@@ -95,6 +95,15 @@ def test_label_events_adapts_rows_dicts_and_objects():
     assert label_events([(3, 1, 2, 45, -10)])[0].distance_m is None
 
 
+def test_label_events_reads_the_csv_readers_columns(tmp_path):
+    from seld.formats import read_reference
+
+    path = tmp_path / "fold1_room1_mix001.csv"
+    path.write_text("3,1,2,45,-10,125\n4,0,0,0,0,300\n")
+    events = label_events(read_reference(path))
+    assert events == [LabelEvent(3, 1, 2, 45.0, -10.0, 1.25), LabelEvent(4, 0, 0, 0.0, 0.0, 3.0)]
+
+
 @pytest.mark.parametrize("output_format", ["sed_doa", "accdoa", "multi_accdoa"])
 def test_encode_targets_matches_layout_size(output_format):
     layout = OutputLayout(output_format, CLASSES, 3, distance=True)
