@@ -31,13 +31,14 @@ from seld.audio import LABEL_HOP, read_audio
 from seld.augment import channel_swaps
 from seld.config import apply_overrides, from_dict, load_toml, to_dict
 from seld.dataset import CropDataset, Recording, split_recordings
-from seld.decode import Detection, decode
+from seld.decode import decode
 from seld.features import FeatureConfig, default_front_end
 from seld.formats import Events, read_reference
 from seld.losses import SeldLoss
 from seld.metrics import SeldScorer
 from seld.model import ModelConfig, preset as model_preset
 from seld.network import SeldNetwork
+from seld.outputs import detections_to_events
 
 log = logging.getLogger(__name__)
 
@@ -155,15 +156,6 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------ validation
-
-
-def detections_to_events(detections: list[Detection], with_distance: bool) -> Events:
-    def column(name, dtype=float):
-        return np.array([getattr(d, name) for d in detections], dtype=dtype)
-
-    distance = np.array([d.distance_m or 0.0 for d in detections], float) if with_distance else None
-    return Events(column("frame", np.int64), column("class_index", np.int64), column("track", np.int64),
-                  column("azimuth"), column("elevation"), distance)
 
 
 @torch.no_grad()

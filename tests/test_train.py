@@ -1,0 +1,126 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import encode_plane_wave, class_signal, tiny_dataset, write_scene
+from seld import SeldError
+from seld.arrays import FOA, TETRAHEDRAL
+from seld.augment import channel_swaps
+from seld.cli import cli
+
+
+def test_tiny_run_writes_everything(tiny_run):
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["preset"] == "tiny" and config["epochs"] == 2
+    for name in ("last.pt", "best.pt", "metrics.csv"):
+        assert (tiny_run / name).is_file()
+    assert any((tiny_run / "tensorboard").iterdir())
+    rows = list(csv.DictReader((tiny_run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"train_loss", "F", "AngE", "DistE", "RelDistE", "LR", "SELD"} <= set(rows[0])
+    checkpoint = torch.load(tiny_run / "last.pt", weights_only=True)  # plain types only
+    assert checkpoint["epoch"] == 1 and "normalization_mean" in "".join(checkpoint["model"])
+
+
+def test_overrides_are_typed_and_checked(tmp_path):
+    from seld.train import resolve_config
+
+    config = resolve_config("mic", "tiny", None, ["epochs=1", "model.causal=false", "model.attention_window=0",
+                                                   "batch_size=8"], str(tmp_path))
+    assert config.epochs == 1 and config.batch_size == 8 and config.model.causal is False
+    assert config.model.input_channels == 10  # fitted to the MIC front end
+    with pytest.raises(SeldError, match="no field 'epoch'"):
+        resolve_config("foa", "tiny", None, ["epoch=1"], str(tmp_path))
+    with pytest.raises(SeldError, match="cannot read 'many' as int"):
+        resolve_config("foa", "tiny", None, ["epochs=many"], str(tmp_path))
+
+
+def test_config_file(tmp_path):
+    from seld.train import resolve_config
+
+    toml = tmp_path / "train.toml"
+    toml.write_text('preset = "tiny"\nepochs = 7\n[model]\ngru_size = 32\n')
+    config = resolve_config(None, None, str(toml), ["epochs=5"], str(tmp_path))
+    assert config.preset == "tiny" and config.epochs == 5 and config.model.gru_size == 32
+
+
+def state_of(run_dir):
+    return torch.load(run_dir / "last.pt", weights_only=True)["model"]
+
+
+def test_resume_after_kill_reaches_the_same_weights(tmp_path):
+    data = tiny_dataset(tmp_path / "data")
+    arguments = ["--data", str(data), "--preset", "tiny", "epochs=4", "augment_mask=true"]
+    assert cli(["train", "--out", str(tmp_path / "whole"), *arguments]) == 0
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "seld", "train", "--out", str(killed), *arguments],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "last.pt").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (killed / "last.pt").exists()
+    assert not [p for p in killed.iterdir() if p.name.startswith(".")], "a half-written checkpoint was left"
+    assert cli(["train", "--resume", str(killed)]) == 0
+
+    whole, resumed = state_of(tmp_path / "whole"), state_of(killed)
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name
+
+
+def test_refuses_to_overwrite_a_run(tiny_run, seld_cli):
+    result = seld_cli("train", "--data", tiny_run, "--out", tiny_run, "--preset", "tiny")
+    assert result.returncode == 1 and "--resume" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_diverging_loss_stops_with_a_clear_message(tmp_path, seld_cli):
+    data = tiny_dataset(tmp_path / "data")
+    result = seld_cli("train", "--data", data, "--out", tmp_path / "run", "--preset", "tiny", "epochs=3",
+                      "learning_rate=1e30")
+    assert result.returncode == 1, result.stderr
+    assert "loss became" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tiny_model_overfits_one_static_source(tmp_path):
+    """A few seconds, one source of class 2 at azimuth 60, elevation 10: found, within 10 degrees."""
+    for split in ("dev-train", "dev-val"):
+        write_scene(tmp_path, split, "fold1_room1_mix001", "foa", [(2, 60, 10, 2.0, 0.0, 4.0)], seed=5)
+    run = tmp_path / "run"
+    assert cli(["train", "--data", str(tmp_path), "--out", str(run), "--preset", "tiny", "epochs=60",
+                "augment_channel_swap=false", "augment_mask=false", "crop_seconds=2.0", "batch_size=2",
+                "learning_rate=0.01", "model.distance=false"]) == 0
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    best = min(rows, key=lambda r: float(r["SELD"]))
+    assert float(best["F"]) * 13 > 0.9  # macro over 13 classes: class 2 found
+    assert float(best["LE"] if "LE" in best else best["AngE"]) < 10
+
+
+@pytest.mark.parametrize("array", [FOA, TETRAHEDRAL], ids=["foa", "mic"])
+def test_channel_swaps_rotate_signal_and_label_together(array):
+    rng = np.random.default_rng(0)
+    signal = class_signal(1, 24_000, rng)
+    format_name = array.kind
+    swaps = channel_swaps(array)
+    assert len(swaps) == (16 if format_name == "foa" else 8)
+    for swap in swaps:
+        azimuth, elevation = swap.apply_directions(np.array(60.0), np.array(20.0))
+        swapped = swap.apply_audio(encode_plane_wave(signal, 60, 20, format_name))
+        expected = encode_plane_wave(signal, float(azimuth), float(elevation), format_name)
+        assert np.abs(swapped - expected).max() < 1e-3
+        if format_name == "foa":  # the intensity vector of the swapped audio points at the new label
+            w, y, z, x = swapped
+            vector = np.array([np.mean(w * x), np.mean(w * y), np.mean(w * z)])
+            found_azimuth = np.degrees(np.arctan2(vector[1], vector[0]))
+            found_elevation = np.degrees(np.arctan2(vector[2], np.hypot(vector[0], vector[1])))
+            assert abs((found_azimuth - azimuth + 180) % 360 - 180) < 1 and abs(found_elevation - elevation) < 1
