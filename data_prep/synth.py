@@ -1,0 +1,286 @@
+"""`seld synth`: a DCASE-layout dataset of synthetic spatial scenes.
+
+Layout (DESIGN.md): ``OUT/foa_dev/<split>/<name>.wav``, ``OUT/mic_dev/<split>/<name>.wav``,
+``OUT/metadata_dev/<split>/<name>.csv``, splits ``dev-train``, ``dev-val``, ``dev-test``
+(folds 1, 2, 3; rooms never shared between splits), names ``fold<F>_room<R>_mix<NNN>``,
+and ``OUT/dataset.json`` with the seed, classes, rooms, arrays and settings.
+
+Each mixture is seeded from (seed, fold, room, mix), never from the order of work, so
+``--workers`` does not change a byte, and a larger ``--minutes`` keeps the files a smaller
+one made. A mixture is finished when its WAVs and its CSV exist: each file is written to
+a temporary name and renamed, the CSV last, so a rerun skips finished mixtures and an
+interrupted run leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from seld import SeldError, __version__
+from seld.arrays import Array, array_for_format, load_array
+from seld.audio import SAMPLE_RATE, write_audio
+from seld.data_prep.rooms import RoomSpec, random_room
+from seld.data_prep.scenes import Scene, SceneSettings, generate_scene, label_rows, render_scene
+from seld.data_prep.sound_bank import STARSS23_CLASSES, make_bank
+
+log = logging.getLogger(__name__)
+
+SPLITS = (("dev-train", 1), ("dev-val", 2), ("dev-test", 3))
+SPLIT_SHARES = (0.7, 0.15, 0.15)
+
+
+@dataclass(frozen=True)
+class SceneResult:
+    """One synthesized scene: audio per format name, float32 [channels, samples] at 24 kHz,
+    and its DCASE 2024 label rows (frame, class, source, azimuth, elevation, distance_cm)."""
+
+    audio: dict[str, np.ndarray]
+    labels: list[tuple[int, int, int, int, int, int]]
+    scene: Scene
+
+
+def synthesize_scene(
+    seed: int = 0,
+    formats: Sequence[str] = ("foa", "mic"),
+    *,
+    duration_s: float = 60.0,
+    classes: Sequence[str] = STARSS23_CLASSES,
+    sounds_dir: str | Path | None = None,
+    mic_array: Array | None = None,
+    room: RoomSpec | None = None,
+    settings: SceneSettings | None = None,
+) -> SceneResult:
+    """Synthesize one scene in memory, deterministically from `seed`.
+
+    `room` defaults to a random room from the seed (``RoomSpec.anechoic()`` gives free
+    field); `mic_array` replaces the tetrahedral array for the "mic" format. For fully
+    controlled scenes, build a :class:`~seld.data_prep.scenes.Scene` and call
+    :func:`~seld.data_prep.scenes.render_scene` directly.
+    """
+    settings = replace(settings or SceneSettings(), duration_s=duration_s)
+    bank = make_bank(classes, sounds_dir)
+    room_rng, scene_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, 0xC0FFEE]).spawn(2))
+    room = room or random_room(room_rng)
+    scene = generate_scene(scene_rng, room, bank, settings)
+    arrays = {name: (mic_array if name == "mic" and mic_array else array_for_format(name)) for name in formats}
+    return SceneResult({name: render_scene(scene, array) for name, array in arrays.items()}, label_rows(scene, settings.activity_floor_db), scene)
+
+
+# ---------------------------------------------------------------- dataset plan
+
+@dataclass(frozen=True)
+class Mixture:
+    split: str
+    fold: int
+    room: int
+    index: int  # within the room
+
+    @property
+    def name(self) -> str:
+        return f"fold{self.fold}_room{self.room}_mix{self.index:03d}"
+
+
+def split_rooms(rooms: int) -> list[list[int]]:
+    """Room numbers (1-based) per split: ~70/15/15, each split at least one room."""
+    if rooms < 3:
+        raise SeldError(f"--rooms {rooms}: need at least 3 rooms (one per split; rooms are never shared)")
+    val = max(1, round(rooms * SPLIT_SHARES[1]))
+    test = max(1, round(rooms * SPLIT_SHARES[2]))
+    train = rooms - val - test
+    numbers = list(range(1, rooms + 1))
+    return [numbers[:train], numbers[train : train + val], numbers[train + val :]]
+
+
+def plan(minutes: float, duration_s: float, rooms: int) -> list[Mixture]:
+    """The mixtures that make `minutes` of audio per format, spread over splits and rooms."""
+    total = max(1, math.ceil(minutes * 60 / duration_s - 1e-9))
+    val = round(total * SPLIT_SHARES[1]) if total >= 3 else 0
+    test = round(total * SPLIT_SHARES[2]) if total >= 3 else 0
+    if total >= 3:
+        val, test = max(1, val), max(1, test)
+    counts = [total - val - test, val, test]
+    mixtures = []
+    for (split, fold), room_numbers, count in zip(SPLITS, split_rooms(rooms), counts):
+        for k in range(count):
+            room = room_numbers[k % len(room_numbers)]
+            mixtures.append(Mixture(split, fold, room, k // len(room_numbers)))
+    return mixtures
+
+
+def room_for(seed: int, room: int) -> RoomSpec:
+    return random_room(np.random.default_rng([seed, 1, room]))
+
+
+# ---------------------------------------------------------------- files
+
+def write_metadata(path: Path, rows) -> None:
+    """DCASE 2024 reference rows, integers, no header; whole-or-nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(",".join(str(int(v)) for v in row) + "\n" for row in rows)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _paths(out: Path, mixture: Mixture, formats: Sequence[str]) -> tuple[dict[str, Path], Path]:
+    wavs = {name: out / f"{name}_dev" / mixture.split / f"{mixture.name}.wav" for name in formats}
+    return wavs, out / "metadata_dev" / mixture.split / f"{mixture.name}.csv"
+
+
+def _finished(out: Path, mixture: Mixture, formats: Sequence[str]) -> bool:
+    wavs, csv = _paths(out, mixture, formats)
+    return csv.exists() and all(p.exists() for p in wavs.values())
+
+
+# Per worker process: the job's fixed inputs, set once.
+_JOB: dict = {}
+
+
+def _init_worker(job: dict) -> None:
+    _JOB.clear()
+    _JOB.update(job)
+    _JOB["bank"] = make_bank(job["classes"], job["sounds"])
+
+
+def _render_mixture(mixture: Mixture) -> str:
+    job = _JOB
+    out, formats, settings = Path(job["out"]), job["formats"], job["settings"]
+    room = room_for(job["seed"], mixture.room)
+    rng = np.random.default_rng([job["seed"], 2, mixture.fold, mixture.room, mixture.index])
+    scene = generate_scene(rng, room, job["bank"], settings)
+    wavs, csv = _paths(out, mixture, formats)
+    for name in formats:
+        if not wavs[name].exists():
+            write_audio(wavs[name], render_scene(scene, job["arrays"][name]), SAMPLE_RATE)
+    write_metadata(csv, label_rows(scene, settings.activity_floor_db))
+    return mixture.name
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise SeldError(f"{out}: cannot write there ({error.strerror or error})") from None
+
+
+def _dataset_description(seed, classes, settings, arrays, rooms, mixtures, bank, minutes) -> dict:
+    return {
+        "generator": f"seld {__version__} synth",
+        "seed": seed,
+        "classes": list(classes),
+        "sample_rate": SAMPLE_RATE,
+        "minutes_per_format": minutes,
+        "formats": {name: array.to_dict() for name, array in arrays.items()},
+        "sounds": bank.describe(),
+        "settings": settings.to_dict(),
+        "splits": {split: sorted({m.room for m in mixtures if m.split == split}) for split, _ in SPLITS},
+        "rooms": {str(r): room_for(seed, r).to_dict() for r in range(1, rooms + 1)},
+    }
+
+
+def _write_json(path: Path, data: dict) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(data, handle, indent=1)
+        handle.write("\n")
+    os.replace(temporary, path)
+
+
+def synth_command(args) -> int:
+    from tqdm import tqdm
+
+    out = Path(args.out)
+    formats = ("foa", "mic") if args.format == "both" else (args.format,)
+    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else STARSS23_CLASSES
+    if not classes:
+        raise SeldError("--classes: no class names given")
+    if len(set(classes)) != len(classes):
+        raise SeldError(f"--classes: a class is named twice ({args.classes})")
+    if args.minutes <= 0:
+        raise SeldError(f"--minutes {args.minutes}: must be positive")
+    if args.duration < 1:
+        raise SeldError(f"--duration {args.duration}: must be at least 1 second")
+    if args.max_polyphony < 1:
+        raise SeldError(f"--max-polyphony {args.max_polyphony}: must be at least 1")
+    if args.workers < 1:
+        raise SeldError(f"--workers {args.workers}: must be at least 1")
+    arrays = {name: array_for_format(name) for name in formats}
+    if args.array:
+        custom = load_array(args.array)
+        if custom.kind == "mic" and "mic" in arrays:
+            arrays["mic"] = custom
+        elif custom.kind == "foa" and "foa" in arrays:
+            arrays["foa"] = custom
+        else:
+            raise SeldError(f"{args.array}: a {custom.kind} array, but --format {args.format} renders no {custom.kind}")
+    bank = make_bank(classes, args.sounds)  # checks the sound folder before any work
+    settings = SceneSettings(duration_s=float(args.duration), max_polyphony=int(args.max_polyphony))
+    mixtures = plan(args.minutes, args.duration, args.rooms)
+    _check_writable(out)
+
+    description = json.loads(json.dumps(
+        _dataset_description(args.seed, classes, settings, arrays, args.rooms, mixtures, bank, args.minutes)))
+    manifest = out / "dataset.json"
+    if manifest.exists():
+        try:
+            previous = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            previous = None
+        comparable = ("seed", "classes", "settings", "sounds", "rooms")
+        if previous is None or any(previous.get(k) != description.get(k) for k in comparable) or any(
+            previous.get("formats", {}).get(n, a) != a for n, a in description["formats"].items()
+        ):
+            raise SeldError(f"{manifest}: this folder holds a dataset made with other settings; use another --out")
+        description["formats"] = {**previous.get("formats", {}), **description["formats"]}
+        description["minutes_per_format"] = max(args.minutes, previous.get("minutes_per_format", 0))
+    _write_json(manifest, description)
+
+    todo = [m for m in mixtures if not _finished(out, m, formats)]
+    minutes_each = args.duration / 60 * len(formats)
+    print(f"seld synth: {len(mixtures)} mixtures of {args.duration:g} s per format ({', '.join(formats)}), "
+          f"{len(mixtures) - len(todo)} already done, into {out}")
+    job = {"out": str(out), "formats": formats, "settings": settings, "seed": args.seed, "classes": classes,
+           "sounds": args.sounds, "arrays": arrays}
+    bar = tqdm(total=round(len(mixtures) * minutes_each, 3), unit="min", desc="synth",
+               initial=round((len(mixtures) - len(todo)) * minutes_each, 3), dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min audio [{elapsed}<{remaining}]")
+    try:
+        if args.workers == 1 or len(todo) <= 1:
+            _init_worker(job)
+            for mixture in todo:
+                _render_mixture(mixture)
+                bar.update(minutes_each)
+        else:
+            with ProcessPoolExecutor(max_workers=min(args.workers, len(todo)), initializer=_init_worker,
+                                     initargs=(job,)) as pool:
+                futures = [pool.submit(_render_mixture, m) for m in todo]
+                try:
+                    for future in as_completed(futures):
+                        future.result()
+                        bar.update(minutes_each)
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    finally:
+        bar.close()
+    print(f"seld synth: wrote {len(todo)} mixtures ({len(todo) * minutes_each:.1f} min of audio) to {out}")
+    return 0
