@@ -254,20 +254,21 @@ def synth_command(args) -> int:
     _write_json(manifest, description)
 
     todo = [m for m in mixtures if not _finished(out, m, formats)]
-    minutes_each = args.duration / 60 * len(formats)
+    seconds_each = round(args.duration * len(formats))
     print(f"seld synth: {len(mixtures)} mixtures of {args.duration:g} s per format ({', '.join(formats)}), "
           f"{len(mixtures) - len(todo)} already done, into {out}")
     job = {"out": str(out), "formats": formats, "settings": settings, "seed": args.seed, "classes": classes,
            "sounds": args.sounds, "arrays": arrays}
-    bar = tqdm(total=round(len(mixtures) * minutes_each, 3), unit="min", desc="synth",
-               initial=round((len(mixtures) - len(todo)) * minutes_each, 3), dynamic_ncols=True,
-               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min audio [{elapsed}<{remaining}]")
+    # Counts seconds, shows minutes of audio (all formats).
+    bar = tqdm(total=len(mixtures) * seconds_each, initial=(len(mixtures) - len(todo)) * seconds_each,
+               unit="min", unit_scale=1 / 60, desc="synth", dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min of audio [{elapsed}<{remaining}]")
     try:
         if args.workers == 1 or len(todo) <= 1:
             _init_worker(job)
             for mixture in todo:
                 _render_mixture(mixture)
-                bar.update(minutes_each)
+                bar.update(seconds_each)
         else:
             with ProcessPoolExecutor(max_workers=min(args.workers, len(todo)), initializer=_init_worker,
                                      initargs=(job,)) as pool:
@@ -275,12 +276,12 @@ def synth_command(args) -> int:
                 try:
                     for future in as_completed(futures):
                         future.result()
-                        bar.update(minutes_each)
+                        bar.update(seconds_each)
                 except BaseException:
                     for future in futures:
                         future.cancel()
                     raise
     finally:
         bar.close()
-    print(f"seld synth: wrote {len(todo)} mixtures ({len(todo) * minutes_each:.1f} min of audio) to {out}")
+    print(f"seld synth: wrote {len(todo)} mixtures ({len(todo) * seconds_each / 60:.1f} min of audio) to {out}")
     return 0
