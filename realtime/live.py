@@ -1,0 +1,175 @@
+"""`seld live`: wire a source, the engine loop, the recorder and the displays together,
+and end cleanly however the run ends (end of file, Ctrl-C or SIGTERM, a lost device,
+a closed output pipe): the record file is finalized and a clear message printed."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import threading
+
+from seld import SeldError
+from seld.realtime.capture import (BLOCK_S, QUEUE_S, BlockQueue, DeviceSource, FileSource, PortAudioMissing,
+                                   Recorder, parse_channels)
+from seld.realtime.loop import LiveLoop
+
+
+def load_engine(args):
+    from seld.engine import Engine
+
+    if args.model:
+        return Engine(args.model, device="auto", purpose="stream")
+    return Engine.default(args.format, device="auto", purpose="stream")
+
+
+def live_command(args) -> int:
+    if args.input and args.device:
+        raise SeldError("--input and --device: give one source, a recording or a device")
+    if args.input:
+        from seld.audio import audio_info
+
+        audio_info(args.input)  # a missing or unreadable file is reported before the model loads
+    engine = load_engine(args)
+    selection = parse_channels(args.channels, engine.num_channels)
+    if args.input:
+        source = FileSource(args.input, engine.num_channels, selection)
+    else:
+        try:
+            source = DeviceSource(args.device, engine.num_channels, selection, engine.sample_rate)
+        except PortAudioMissing as error:
+            print(f"seld live: {error}", file=sys.stderr)
+            return 2
+    recorder = Recorder(args.record, source.rate, len(source.channels)) if args.record else None
+    model_name = getattr(engine, "name", None) or str(args.model or args.format)
+    displays = []
+    try:
+        if args.json:
+            from seld.realtime.display_terminal import JsonLines
+
+            displays.append(JsonLines(sys.stdout))
+        else:
+            from seld.realtime.display_terminal import TerminalView
+
+            displays.append(TerminalView(model_name, engine.class_names, sys.stdout))
+        if args.web is not None:
+            from seld.realtime.web import WebView
+
+            info = {"model": model_name, "class_names": list(engine.class_names),
+                    "has_distance": bool(engine.has_distance), "source": source.name,
+                    "sample_rate": engine.sample_rate}
+            web = WebView(args.web, info)
+            displays.append(web)
+            print(f"seld live: web view at {web.url}", file=sys.stderr, flush=True)
+    except BaseException:
+        if recorder is not None:
+            recorder.discard()
+        raise
+    providers = ", ".join(getattr(engine, "providers", [])) or "?"
+    print(f"seld live: {model_name} on {providers}; {source.name} at {source.rate} Hz; "
+          + ("plays to its end (Ctrl-C stops)" if source.kind == "file" else "Ctrl-C stops"),
+          file=sys.stderr, flush=True)
+
+    outcome = run_live(engine, source, displays, recorder)
+    stats = outcome["stats"]
+    if stats["overflows"]:
+        print(f"seld live: {stats['overflows']} overflows: {stats['input_overflows']} reported by the device, "
+              f"{stats['dropped_blocks']} blocks dropped because inference fell behind", file=sys.stderr)
+    if args.stats:
+        print(f"seld live: latency p50 {_ms(stats['latency_p50_ms'])}, p99 {_ms(stats['latency_p99_ms'])} "
+              f"over {stats['frames']} frames ({stats['elapsed_s']:.1f} s, {stats['provider']})", file=sys.stderr)
+    if recorder is not None:
+        saved = outcome["recorded"]
+        print(f"seld live: recorded {recorder.samples / source.rate:.1f} s to {saved}" if saved
+              else f"seld live: nothing recorded, {args.record} not written", file=sys.stderr)
+    if outcome["failure"]:
+        raise SeldError(outcome["failure"])
+    print(f"seld live: {outcome['ending']}", file=sys.stderr)
+    return 0
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM ends a run the way Ctrl-C does (main thread only: signals are delivered there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _no_interrupts():
+    """While the run is being wound up, a second Ctrl-C must not cut the record file short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        yield
+    finally:
+        for s, handler in zip((signal.SIGINT, signal.SIGTERM), previous):
+            signal.signal(s, handler)
+
+
+def run_live(engine, source, displays: list, recorder: Recorder | None = None) -> dict:
+    """Run until the source ends, fails, or Ctrl-C/SIGTERM; returns {"stats", "ending",
+    "failure" (a message or None), "recorded" (the saved path or None)}. Never raises for
+    those endings; an error inside the engine thread is raised after the wind-up."""
+    block_samples = int(round(source.rate * BLOCK_S))
+    blocks = BlockQueue(source.channels, block_samples, math.ceil(QUEUE_S / BLOCK_S))
+    loop = LiveLoop(engine, source, blocks, displays, recorder)
+    ending = f"end of {source.name}"
+    with _sigterm_as_interrupt():
+        try:
+            loop.start()
+            source.start(blocks)
+            while loop.is_alive():
+                loop.join(0.2)
+        except KeyboardInterrupt:
+            ending = "stopped"
+        except BaseException:
+            with _no_interrupts():
+                source.stop()
+                blocks.close()
+                loop.join(timeout=10)
+                if recorder is not None:
+                    recorder.close()
+                for display in displays:
+                    display.close(loop.stats())
+            raise
+    with _no_interrupts():
+        source.stop()
+        blocks.close()
+        loop.join(timeout=10)
+        recorded = recorder.close() if recorder is not None else None
+        stats = loop.stats()
+        for display in displays:
+            try:
+                display.close(stats)
+            except BrokenPipeError:
+                pass
+    error = loop.error
+    if isinstance(error, BrokenPipeError):
+        # The program reading --json went away: not an error of ours.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        ending = "output closed"
+    elif error is not None:
+        raise error
+    if loop.is_alive():
+        ending += " (the engine thread did not finish in 10 s)"
+    return {"stats": stats, "ending": ending, "failure": source.failure, "recorded": recorded}

@@ -1,0 +1,128 @@
+"""`seld live --web PORT`: a local page (web.html) with a top-down view of the active
+sources and a scrolling timeline of class activity, fed by server-sent events.
+
+Standard library only. The engine thread publishes each frame to every connected
+page's own bounded queue and never waits for one: a slow page loses frames, the
+engine does not slow down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.resources import files
+
+from seld import SeldError
+
+log = logging.getLogger(__name__)
+
+CLIENT_QUEUE = 64  # frames a page may lag behind before it loses some
+KEEPALIVE_S = 10.0
+
+
+class WebView:
+    """The HTTP server and its page; a display of the live loop."""
+
+    def __init__(self, port: int, info: dict, host: str = "127.0.0.1"):
+        self.info = info
+        self.clients: set[queue.Queue] = set()
+        self.clients_lock = threading.Lock()
+        self.closing = False
+        self.last_stats: dict = {}
+        self.page = (files("seld.realtime") / "web.html").read_bytes()
+        view = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the http.server name)
+                path = self.path.split("?", 1)[0]
+                if path in ("/", "/index.html"):
+                    self._send(200, "text/html; charset=utf-8", view.page)
+                elif path == "/info":
+                    self._send(200, "application/json", json.dumps(view.info).encode())
+                elif path == "/stats":
+                    self._send(200, "application/json", json.dumps(view.last_stats).encode())
+                elif path == "/events":
+                    view._serve_events(self)
+                else:
+                    self._send(404, "text/plain", b"not found\n")
+
+            def _send(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args):  # quiet: the terminal belongs to the live view
+                log.debug("web: " + format, *args)
+
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as error:
+            raise SeldError(f"--web {port}: cannot listen on {host}:{port} ({error.strerror})") from None
+        self.server.daemon_threads = True
+        self.url = f"http://{host}:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
+                                       name="seld-web", daemon=True)
+        self.thread.start()
+
+    def _serve_events(self, handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Cache-Control", "no-store")
+        handler.send_header("Connection", "keep-alive")
+        handler.end_headers()
+        mailbox: queue.Queue = queue.Queue(CLIENT_QUEUE)
+        with self.clients_lock:
+            self.clients.add(mailbox)
+        try:
+            handler.wfile.write(b"retry: 1000\n\n")
+            handler.wfile.flush()
+            while not self.closing:
+                try:
+                    message = mailbox.get(timeout=KEEPALIVE_S)
+                except queue.Empty:
+                    message = b": keepalive\n\n"
+                if message is None:
+                    break
+                handler.wfile.write(message)
+                handler.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the page was closed
+        finally:
+            with self.clients_lock:
+                self.clients.discard(mailbox)
+
+    def _publish(self, message: bytes | None) -> None:
+        with self.clients_lock:
+            clients = list(self.clients)
+        for mailbox in clients:
+            try:
+                mailbox.put_nowait(message)
+            except queue.Full:
+                pass  # that page is behind; it misses this frame
+
+    def frame(self, frame: dict, stats: dict) -> None:
+        self.last_stats = stats
+        self._publish(b"event: frame\ndata: " + json.dumps({"frame": frame, "stats": stats}).encode() + b"\n\n")
+
+    def idle(self, stats: dict) -> None:
+        self.last_stats = stats
+
+    def close(self, stats: dict) -> None:
+        self.last_stats = stats
+        self._publish(b"event: end\ndata: " + json.dumps({"stats": stats}).encode() + b"\n\n")
+        self.closing = True
+        with self.clients_lock:
+            clients = list(self.clients)
+        for mailbox in clients:
+            try:
+                mailbox.put(None, timeout=0.5)
+            except queue.Full:
+                pass
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,455 @@
+"""The live demo without an audio device: the block queue, the recorder, the engine loop
+on a recording played at real speed, the displays, the web view and the CLI's errors.
+A stand-in engine (loudness per channel) keeps these tests independent of any model;
+tests/test_live_pulse.py runs the real audio stack and the real engine."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import soundfile
+
+from seld import SeldError
+from seld.realtime.capture import BlockQueue, FileSource, Recorder, parse_channels, select_channels
+from seld.realtime.display_terminal import JsonLines, TerminalView
+from seld.realtime.live import run_live
+
+RATE = 24_000
+
+
+# --------------------------------------------------------------- stand-in engine
+
+
+@dataclass
+class LoudnessFrame:
+    frame: int
+    time_s: float
+    events: list
+
+    def to_json(self) -> dict:
+        return {"frame": self.frame, "time_s": self.time_s, "events": self.events}
+
+
+class LoudnessStream:
+    """One label frame per 100 ms: a "tone" event while any channel is loud, with the
+    loudest channel as its "azimuth" (channel k -> 90 k degrees) and every channel's RMS."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.buffer = np.zeros((engine.num_channels, 0), np.float32)
+        self.next_frame = 0
+        self.blocks = 0
+
+    def push(self, block: np.ndarray) -> list:
+        assert block.dtype == np.float32 and block.shape[0] == self.engine.num_channels
+        if self.engine.fail_after is not None and self.blocks >= self.engine.fail_after:
+            raise SeldError("stand-in engine: failing on purpose")
+        self.blocks += 1
+        self.buffer = np.concatenate([self.buffer, block], axis=1)
+        frames = []
+        while self.buffer.shape[1] >= self.engine.label_hop:
+            chunk, self.buffer = self.buffer[:, : self.engine.label_hop], self.buffer[:, self.engine.label_hop :]
+            frames.append(self._frame(chunk))
+        return frames
+
+    def flush(self) -> list:
+        if self.buffer.shape[1] == 0:
+            return []
+        chunk = np.pad(self.buffer, ((0, 0), (0, self.engine.label_hop - self.buffer.shape[1])))
+        self.buffer = self.buffer[:, :0]
+        return [self._frame(chunk)]
+
+    def _frame(self, chunk: np.ndarray) -> LoudnessFrame:
+        rms = np.sqrt((chunk.astype(np.float64) ** 2).mean(axis=1))
+        events = []
+        if rms.max() > 0.05:
+            events.append({"class": 0, "class_name": "tone", "track": 0, "azimuth": 90.0 * int(np.argmax(rms)),
+                           "elevation": 0.0, "distance_m": None, "confidence": round(float(min(1.0, rms.max())), 3),
+                           "rms": [round(float(value), 4) for value in rms]})
+        frame = LoudnessFrame(self.next_frame, round(self.next_frame * 0.1, 6), events)
+        self.next_frame += 1
+        return frame
+
+
+class LoudnessEngine:
+    sample_rate = RATE
+    num_channels = 4
+    class_names = ["tone"]
+    has_distance = False
+    providers = ["StandInExecutionProvider"]
+    label_hop = 2400
+    name = "loudness stand-in"
+
+    def __init__(self, fail_after: int | None = None):
+        self.fail_after = fail_after
+
+    def stream(self) -> LoudnessStream:
+        return LoudnessStream(self)
+
+
+class Collect:
+    """A display that keeps every frame with the time it was handed over."""
+
+    def __init__(self):
+        self.frames: list[tuple[float, dict, dict]] = []
+        self.closed: dict | None = None
+
+    def frame(self, frame: dict, stats: dict) -> None:
+        self.frames.append((time.monotonic(), frame, stats))
+
+    def idle(self, stats: dict) -> None:
+        pass
+
+    def close(self, stats: dict) -> None:
+        self.closed = stats
+
+
+def tone_file(path, rate: int, channels: int, loud_channel: int, seconds: float = 1.5, onset_s: float = 0.5):
+    samples = int(rate * seconds)
+    audio = np.zeros((samples, channels), np.float32)
+    t = np.arange(samples) / rate
+    audio[int(rate * onset_s):, loud_channel] = 0.5 * np.sin(2 * np.pi * 440 * t[int(rate * onset_s):])
+    audio[:, (loud_channel + 1) % channels] += 0.01  # a quiet marker, to see the channel order
+    soundfile.write(path, audio, rate, subtype="FLOAT")
+    return audio
+
+
+# --------------------------------------------------------------------- capture
+
+
+def test_block_queue_selects_channels_and_keeps_order():
+    blocks = BlockQueue([2, 0], block_samples=4, capacity_blocks=3)
+    source = np.arange(4 * 3, dtype=np.float32).reshape(4, 3)  # [frames, device channels]
+    blocks.put(source, 1.0)
+    blocks.put(source + 100, 2.0)
+    block, arrival = blocks.get(timeout=1)
+    assert arrival == 1.0
+    np.testing.assert_array_equal(block, source[:, [2, 0]].T)
+    block, arrival = blocks.get(timeout=1)
+    np.testing.assert_array_equal(block, (source + 100)[:, [2, 0]].T)
+    assert blocks.get(timeout=0.01) is None
+    blocks.put(source[:2], 3.0)
+    blocks.close()
+    block, _ = blocks.get(timeout=1)
+    assert block.shape == (2, 2)
+    with pytest.raises(EOFError):
+        blocks.get(timeout=1)
+    with pytest.raises(EOFError):
+        blocks.get(timeout=1)
+
+
+def test_block_queue_counts_what_it_drops_when_full_and_splits_long_blocks():
+    blocks = BlockQueue([0], block_samples=10, capacity_blocks=2)
+    for _ in range(5):
+        blocks.put(np.ones((10, 1), np.float32), 0.0)
+    assert (blocks.dropped_blocks, blocks.dropped_samples, blocks.overflows) == (3, 30, 3)
+    blocks.get(timeout=1)
+    blocks.get(timeout=1)
+    blocks.put(np.ones((25, 1), np.float32), 0.0)  # longer than a slot: split, the rest dropped
+    assert blocks.get(timeout=1)[0].shape == (1, 10)
+    assert blocks.dropped_blocks == 4
+
+
+def test_block_queue_put_allocates_nothing_but_a_slot_number():
+    channels, block_samples = 4, 480
+    blocks = BlockQueue(list(range(channels)), block_samples, capacity_blocks=200)
+    indata = np.random.default_rng(0).standard_normal((block_samples, 6)).astype(np.float32)
+    blocks.put(indata, 0.0)  # warm up
+    blocks.get(timeout=1)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for _ in range(100):
+            blocks.put(indata, 0.0)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert grown < channels * block_samples * 4, f"put allocated {grown} bytes over 100 blocks"
+
+
+def test_parse_and_select_channels():
+    assert parse_channels(None, 4) is None
+    assert parse_channels("1,2,3,4", 4) == [0, 1, 2, 3]
+    assert parse_channels("5, 6,7,8", 4) == [4, 5, 6, 7]
+    for text, message in (("1,2,3", "names 3 channels"), ("0,1,2,3", "start at 1"),
+                          ("1,1,2,3", "named twice"), ("a,b,c,d", "1-based")):
+        with pytest.raises(SeldError, match=message):
+            parse_channels(text, 4)
+    assert select_channels(None, 6, 4, "dev") == [0, 1, 2, 3]
+    assert select_channels([5, 4, 3, 2], 6, 4, "dev") == [5, 4, 3, 2]
+    with pytest.raises(SeldError, match="dev: has 2 input channels, the model's array needs 4"):
+        select_channels(None, 2, 4, "dev")
+    with pytest.raises(SeldError, match="asks for channel 7"):
+        select_channels([6, 0, 1, 2], 6, 4, "dev")
+
+
+def test_recorder_is_whole_or_nothing(tmp_path):
+    path = tmp_path / "take.wav"
+    recorder = Recorder(path, 48_000, 2)
+    block = np.random.default_rng(1).standard_normal((2, 1000)).astype(np.float32)
+    recorder.write(block)
+    recorder.write(block * 0.5)
+    assert not path.exists(), "the file must not appear before it is complete"
+    assert recorder.close() == path
+    audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    assert rate == 48_000
+    np.testing.assert_array_equal(audio.T, np.concatenate([block, block * 0.5], axis=1))
+    assert [p.name for p in tmp_path.iterdir()] == ["take.wav"]
+
+    empty = Recorder(tmp_path / "empty.wav", 24_000, 4)
+    assert empty.close() is None
+    discarded = Recorder(tmp_path / "gone.wav", 24_000, 4)
+    discarded.write(block[:1].repeat(4, axis=0))
+    discarded.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["take.wav"]
+
+
+def test_recorder_refuses_bad_paths(tmp_path):
+    with pytest.raises(SeldError, match="does not exist"):
+        Recorder(tmp_path / "missing" / "x.wav", RATE, 4)
+    with pytest.raises(SeldError, match="is a folder"):
+        Recorder(tmp_path, RATE, 4)
+    with pytest.raises(SeldError, match="name it FILE.wav"):
+        Recorder(tmp_path / "x.flac", RATE, 4)
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def test_file_source_plays_at_real_speed_through_resampling_and_channel_selection(tmp_path):
+    """A 48 kHz, 6-channel recording, channels 6,3,2,1 picked: the engine sees 24 kHz audio
+    with device channel 3 (0-based 2) as its second channel, one frame per 100 ms, at the pace
+    of the recording; the record file is the raw input of the picked channels."""
+    path = tmp_path / "in.wav"
+    audio = tone_file(path, 48_000, 6, loud_channel=2, seconds=1.5, onset_s=0.5)
+    source = FileSource(path, 4, parse_channels("6,3,2,1", 4))
+    collect = Collect()
+    recorder = Recorder(tmp_path / "rec.wav", source.rate, 4)
+    started = time.monotonic()
+    outcome = run_live(LoudnessEngine(), source, [collect], recorder)
+    elapsed = time.monotonic() - started
+    assert 1.4 < elapsed < 3.0, f"1.5 s of audio took {elapsed:.2f} s"
+    assert outcome["failure"] is None and outcome["ending"].startswith("end of")
+    frames = [frame for _, frame, _ in collect.frames]
+    assert [f["frame"] for f in frames] == list(range(15))
+    active = [f["frame"] for f in frames if f["events"]]
+    assert active[0] == 5 and active[-1] == 14
+    assert all(f["events"][0]["azimuth"] == 90.0 for f in frames if f["events"])  # model channel 1
+    # Real speed: frame k is handed over about (k+1) * 100 ms after the start.
+    times = np.array([t for t, _, _ in collect.frames[:-1]]) - started
+    assert np.all(np.abs(times - 0.1 * (np.arange(len(times)) + 1)) < 0.15)
+    stats = outcome["stats"]
+    assert stats["overflows"] == 0 and stats["frames"] == 15
+    assert stats["latency_p50_ms"] is not None and stats["latency_p99_ms"] < 200
+    recorded, rate = soundfile.read(tmp_path / "rec.wav", dtype="float32", always_2d=True)
+    assert rate == 48_000
+    np.testing.assert_array_equal(recorded, audio[:, [5, 2, 1, 0]])
+    assert collect.closed is not None
+
+
+def test_interrupt_ends_cleanly_and_finalizes_the_recording(tmp_path):
+    path = tmp_path / "long.wav"
+    tone_file(path, RATE, 4, loud_channel=0, seconds=30)
+    source = FileSource(path, 4, None)
+    recorder = Recorder(tmp_path / "rec.wav", RATE, 4)
+    timer = threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    try:
+        outcome = run_live(LoudnessEngine(), source, [Collect()], recorder)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 3
+    assert outcome["ending"] == "stopped" and outcome["failure"] is None
+    recorded, _ = soundfile.read(tmp_path / "rec.wav", always_2d=True)
+    assert 0.4 * RATE < len(recorded) < 1.5 * RATE
+
+
+def test_sigterm_ends_like_ctrl_c(tmp_path):
+    path = tmp_path / "long.wav"
+    tone_file(path, RATE, 4, loud_channel=0, seconds=30)
+    previous = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        outcome = run_live(LoudnessEngine(), FileSource(path, 4, None), [Collect()])
+    finally:
+        timer.cancel()
+    assert outcome["ending"] == "stopped"
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_an_engine_error_is_raised_after_the_recording_is_saved(tmp_path):
+    path = tmp_path / "in.wav"
+    tone_file(path, RATE, 4, loud_channel=0, seconds=3)
+    recorder = Recorder(tmp_path / "rec.wav", RATE, 4)
+    started = time.monotonic()
+    with pytest.raises(SeldError, match="failing on purpose"):
+        run_live(LoudnessEngine(fail_after=10), FileSource(path, 4, None), [Collect()], recorder)
+    assert time.monotonic() - started < 2
+    assert (tmp_path / "rec.wav").exists()
+
+
+def test_json_lines_and_terminal_views(tmp_path):
+    path = tmp_path / "in.wav"
+    tone_file(path, RATE, 4, loud_channel=3, seconds=0.6, onset_s=0.3)
+    out = io.StringIO()
+    text = io.StringIO()
+    run_live(LoudnessEngine(), FileSource(path, 4, None), [JsonLines(out), TerminalView("stand-in", ["tone"], text)])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 6
+    objects = [json.loads(line) for line in lines]
+    assert [o["frame"] for o in objects] == list(range(6))
+    assert set(objects[4]) == {"frame", "time_s", "events"}
+    assert objects[4]["events"][0]["class_name"] == "tone" and objects[4]["events"][0]["azimuth"] == 270.0
+    # Not a terminal: one line per change of the active events.
+    changes = text.getvalue().splitlines()
+    assert len(changes) == 2 and "silence" in changes[0] and "tone" in changes[1] and "az   270.0°" in changes[1]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_terminal_view_redraws_in_place():
+    out = FakeTerminal()
+    view = TerminalView("stand-in", ["tone"], out)
+    stats = {"source": "device 0 (pulse)", "latency_ms": 12.3, "latency_p50_ms": 11.0, "latency_p99_ms": 20.5,
+             "overflows": 2, "provider": "CPUExecutionProvider", "stalled": False}
+    event = {"class": 0, "class_name": "speech", "track": 1, "azimuth": -45.0, "elevation": 10.0,
+             "distance_m": 1.5, "confidence": 0.9}
+    view.frame({"frame": 0, "time_s": 0.0, "events": [event]}, stats)
+    view.last_draw = 0
+    view.frame({"frame": 1, "time_s": 0.1, "events": []}, stats)
+    view.close(stats)
+    text = out.getvalue()
+    assert "speech" in text and "az   -45.0°" in text and "1.50 m" in text and "conf 0.90" in text
+    assert "latency 12.3 ms" in text and "overflows 2" in text and "CPUExecutionProvider" in text
+    assert "\x1b[3F\x1b[J" in text  # the second drawing moved up over the first
+    assert "(no active events)" in text
+
+
+# -------------------------------------------------------------------- the web view
+
+
+def test_web_view_serves_the_page_and_streams_frames(tmp_path):
+    from seld.realtime.web import WebView
+
+    path = tmp_path / "in.wav"
+    tone_file(path, RATE, 4, loud_channel=1, seconds=2.0, onset_s=0.5)
+    web = WebView(0, {"model": "stand-in", "class_names": ["tone"], "has_distance": False, "source": "file"})
+    port = web.server.server_address[1]
+    assert web.url == f"http://127.0.0.1:{port}/"
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request("GET", "/")
+    page = connection.getresponse()
+    assert page.status == 200 and b"EventSource" in page.read()
+    connection.request("GET", "/info")
+    assert json.loads(connection.getresponse().read())["class_names"] == ["tone"]
+    connection.request("GET", "/nothing")
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 404
+
+    received: list[dict] = []
+
+    def listen():
+        events = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        events.request("GET", "/events")
+        response = events.getresponse()
+        assert response.getheader("Content-Type") == "text/event-stream"
+        kind = None
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                received.append({"kind": kind, **json.loads(line[6:])})
+                if kind == "end":
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(0.3)  # connected before the first frame
+    run_live(LoudnessEngine(), FileSource(path, 4, None), [web])
+    listener.join(timeout=5)
+    assert not listener.is_alive()
+    frames = [r["frame"] for r in received if r["kind"] == "frame"]
+    assert [f["frame"] for f in frames] == list(range(20))
+    assert frames[10]["events"][0]["azimuth"] == 90.0
+    assert received[-1]["kind"] == "end" and received[-1]["stats"]["frames"] == 20
+    assert received[0]["stats"]["provider"] == "StandInExecutionProvider"
+
+
+# -------------------------------------------------------------------- the CLI
+
+
+def run_seld(*args, env_python: str = "", timeout: float = 60):
+    """`seld ARGS` in a subprocess, after `env_python` (Python run first, e.g. to hide PortAudio)."""
+    code = f"import sys\n{env_python}\nfrom seld.cli import cli\nsys.exit(cli(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+HIDE_PORTAUDIO = "import ctypes.util\nctypes.util.find_library = lambda name: None"
+
+
+def test_without_portaudio_devices_and_live_say_how_to_install_it():
+    result = run_seld("devices", env_python=HIDE_PORTAUDIO)
+    assert result.returncode == 2, result.stderr
+    assert "apt-get install libportaudio2" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_without_portaudio_live_says_how_to_install_it(tiny_model_package):
+    result = run_seld("live", "--model", tiny_model_package, env_python=HIDE_PORTAUDIO)
+    assert result.returncode == 2, result.stderr
+    assert "apt-get install libportaudio2" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_live_errors_name_the_file(tmp_path):
+    result = run_seld("live", "--input", tmp_path / "missing.wav")
+    assert result.returncode == 1
+    assert f"{tmp_path / 'missing.wav'}: no such file" in result.stderr and "Traceback" not in result.stderr
+    result = run_seld("live", "--input", tmp_path / "missing.wav", "--device", "0")
+    assert result.returncode == 1 and "give one source" in result.stderr
+
+
+def test_live_plays_a_recording_through_the_model(tiny_model_package, tmp_path):
+    """`seld live --input --json --stats --record` with a real model: one frame object per
+    100 ms, DESIGN.md's keys, real speed, latency printed, the raw input saved."""
+    from seld.engine import Engine
+
+    engine = Engine(tiny_model_package, device="cpu", purpose="stream")
+    path = tmp_path / "in.wav"
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal((int(engine.sample_rate * 1.5), engine.num_channels))).astype(np.float32)
+    soundfile.write(path, audio, engine.sample_rate, subtype="FLOAT")
+    started = time.monotonic()
+    result = run_seld("live", "--model", tiny_model_package, "--input", path, "--json", "--stats",
+                      "--record", tmp_path / "rec.wav")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started > 1.4
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["frame"] for o in objects] == list(range(15))
+    assert all(set(o) == {"frame", "time_s", "events"} for o in objects)
+    for event in (e for o in objects for e in o["events"]):
+        assert set(event) == {"class", "class_name", "track", "azimuth", "elevation", "distance_m", "confidence"}
+        assert event["class_name"] == engine.class_names[event["class"]]
+    assert "latency p50" in result.stderr and "p99" in result.stderr
+    recorded, _ = soundfile.read(tmp_path / "rec.wav", dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(recorded, audio)
