@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth-sounds", help="build a sound bank of real dry recordings from Debian packages")
     p.add_argument("--out", required=True, help="folder to write the sound bank to")
+    p.add_argument("--packages", help="comma-separated Debian packages to take recordings from (default: all known)")
 
     p = sub.add_parser("train", help="train a model on a DCASE-layout dataset")
     p.add_argument("--data", help="dataset root (STARSS23 layout)")

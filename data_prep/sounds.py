@@ -1,0 +1,184 @@
+"""`seld synth-sounds`: a folder of real dry recordings, one subfolder per class, built
+from Debian packages that carry recordings (for `seld synth --sounds DIR`).
+
+Packages are fetched with ``apt-get download`` and unpacked with ``dpkg-deb -x`` into a
+work folder: nothing is installed. Files are sorted into classes by keywords in their
+paths; spoken words (tuxpaint stamps) go to female or male speech by their pitch.
+``manifest.csv`` records each file's class, package, version and licence. Nothing of
+this is ever committed: the licences are the packages' own.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from seld import SeldError
+from seld.audio import audio_info, read_audio
+
+log = logging.getLogger(__name__)
+
+PACKAGES = (
+    "sound-theme-freedesktop", "lomiri-sounds", "ufoai-sound", "minetest-data", "sonic-pi-samples",
+    "lmms-common", "tuxpaint-stamps-default", "hedgewars-data",
+)
+SUFFIXES = (".wav", ".ogg", ".oga", ".flac")
+# Ordered: the first class whose keyword is in the file's path (lowercase) wins.
+KEYWORDS = (
+    ("knock", ("knock",)),
+    ("door", ("door",)),
+    ("footsteps", ("footstep", "step", "walk")),
+    ("water_tap", ("water", "faucet", "splash", "drip", "pour", "bubble", "liquid")),
+    ("clapping", ("clap", "applause")),
+    ("laughter", ("laugh", "giggle")),
+    ("telephone", ("phone", "ringtone", "ring_", "dial", "incoming")),
+    ("bell", ("bell", "chime", "ding", "gong", "alarm", "tubular")),
+    ("musical_instrument", ("piano", "guitar", "bass", "violin", "flute", "sax", "organ", "harp", "trumpet",
+                            "marimba", "vibraphone", "cello", "string", "horn", "pluck", "drum", "snare",
+                            "kick", "cymbal", "hihat", "tabla", "perc_", "ambi_", "elec_", "bd_", "sn_")),
+    ("music", ("music", "song", "theme", "/loop", "loop_")),
+    ("domestic_sounds", ("kitchen", "vacuum", "dish", "cutlery", "glass", "microwave", "clock", "typing",
+                         "keyboard", "blender", "cup", "plate", "paper", "zipper", "drawer", "toilet", "fridge")),
+)
+SPEECH_PACKAGES = ("tuxpaint-stamps-default",)
+
+
+def classify(path: str) -> str | None:
+    lowered = path.lower()
+    for name, words in KEYWORDS:
+        if any(word in lowered for word in words):
+            return name
+    return None
+
+
+def median_f0(path: Path) -> float | None:
+    """Median pitch of the voiced frames (autocorrelation), None when unvoiced."""
+    audio, rate = read_audio(path, 16000)
+    x = audio.mean(axis=0)
+    frame, hop = 640, 320
+    pitches = []
+    for start in range(0, len(x) - frame, hop):
+        block = x[start : start + frame] - x[start : start + frame].mean()
+        if np.sqrt(np.mean(block**2)) < 0.02 * (np.abs(x).max() + 1e-9):
+            continue
+        ac = np.correlate(block, block, "full")[frame - 1 :]
+        lo, hi = rate // 400, rate // 70
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.4 * ac[0]:
+            pitches.append(rate / lag)
+    return float(np.median(pitches)) if len(pitches) >= 3 else None
+
+
+def _licence(root: Path, package: str) -> str:
+    copyright_file = root / "usr" / "share" / "doc" / package / "copyright"
+    try:
+        text = copyright_file.read_text(errors="replace")
+    except OSError:
+        return "unknown (no copyright file)"
+    licences = []
+    for match in re.finditer(r"^License:\s*(\S.*)$", text, re.MULTILINE):
+        if match.group(1).strip() not in licences:
+            licences.append(match.group(1).strip())
+    return "; ".join(licences[:4]) if licences else "see /usr/share/doc/%s/copyright" % package
+
+
+def _unpack_archives(root: Path) -> None:
+    """Games ship their sounds in zip archives (.pk3): unpack the audio members in place."""
+    for archive in sorted(p for p in root.rglob("*") if p.suffix.lower() in (".pk3", ".zip") and p.is_file()):
+        try:
+            with zipfile.ZipFile(archive) as handle:
+                for member in handle.namelist():
+                    if member.lower().endswith(SUFFIXES) and ".." not in member and not member.startswith("/"):
+                        handle.extract(member, archive.parent / (archive.stem + "_" + archive.suffix.lstrip(".")))
+        except (zipfile.BadZipFile, OSError) as error:
+            log.warning("%s: cannot unpack (%s)", archive, error)
+
+
+def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+
+
+def synth_sounds_command(args) -> int:
+    out = Path(args.out)
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        print("seld synth-sounds: needs apt-get and dpkg-deb (Debian or Ubuntu); not found on this system")
+        return 2
+    packages = tuple(p.strip() for p in args.packages.split(",")) if getattr(args, "packages", None) else PACKAGES
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SeldError(f"{out}: cannot write there ({error.strerror or error})") from None
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="seld-sounds-") as work_name:
+        work = Path(work_name)
+        for package in packages:
+            print(f"seld synth-sounds: downloading {package} ...", flush=True)
+            result = _run(["apt-get", "download", package], work)
+            debs = sorted(work.glob(f"{package}_*.deb"))
+            if result.returncode != 0 or not debs:
+                reason = (result.stderr.strip().splitlines() or ["no .deb"])[-1]
+                print(f"seld synth-sounds: skipping {package}: {reason}")
+                continue
+            deb = debs[-1]
+            version = _run(["dpkg-deb", "-f", str(deb), "Version"], work).stdout.strip()
+            root = work / package
+            if _run(["dpkg-deb", "-x", str(deb), str(root)], work).returncode != 0:
+                print(f"seld synth-sounds: skipping {package}: dpkg-deb could not unpack {deb.name}")
+                continue
+            licence = _licence(root, package)
+            _unpack_archives(root)
+            kept = 0
+            for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()):
+                relative = str(path.relative_to(root))
+                if package in SPEECH_PACKAGES:
+                    if "_desc" not in path.stem and "/sounds/" not in relative and "/sound" not in relative:
+                        continue
+                    label = classify(relative) if "_desc" not in path.stem else None
+                    if label is None and "_desc" in path.stem:
+                        try:
+                            pitch = median_f0(path)
+                        except SeldError:
+                            continue
+                        if pitch is None:
+                            continue
+                        label = "female_speech" if pitch >= 165 else "male_speech"
+                else:
+                    label = classify(relative)
+                if label is None:
+                    continue
+                try:
+                    rate, channels, frames = audio_info(path)
+                except SeldError:
+                    continue
+                if not 0.2 <= frames / rate <= 120:
+                    continue
+                target = out / label / f"{package}__{path.stem}{path.suffix.lower()}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+                rows.append((str(target.relative_to(out)), label, package, version, licence, "/" + relative))
+                kept += 1
+            deb.unlink()
+            shutil.rmtree(root, ignore_errors=True)
+            print(f"seld synth-sounds: {package} {version}: {kept} recordings")
+    if not rows:
+        print("seld synth-sounds: no recordings found")
+        return 1
+    with open(out / "manifest.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "class", "package", "version", "licence", "source_path"])
+        writer.writerows(sorted(rows))
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row[1]] = counts.get(row[1], 0) + 1
+    print(f"seld synth-sounds: {len(rows)} recordings in {out}: "
+          + ", ".join(f"{name} {count}" for name, count in sorted(counts.items())))
+    print(f"seld synth-sounds: use them with: seld synth --sounds {out} --classes {','.join(sorted(counts))}")
+    return 0
