@@ -3,9 +3,9 @@
 numpy, scipy, soundfile and onnxruntime only — never torch — so annotation and the
 live demo start fast and stay small.
 
-The engine is always fed raw audio. Where the graphs begin is written in seld.json
-(`graph_input`): "spectrum" graphs take the STFT that the host computes here with
-exactly the training framing (seld.spectrum), "audio" graphs take the samples.
+The engine is always fed raw audio. The graphs begin at the STFT spectrum, which the
+host computes here with exactly the training framing (seld.spectrum); seld.json says so
+(`graph_input: "spectrum"`).
 
 Streaming: `Engine.stream()` gives a `Stream` that takes audio blocks of any size,
 cuts them into chunks of whole label frames, runs stream.onnx with its state carried
@@ -29,7 +29,7 @@ import numpy as np
 from seld import SeldError
 from seld.arrays import Array
 from seld.decode import Detection, EventTracker, OutputLayout, decode, frame_json
-from seld.spectrum import HostSTFT
+from seld.spectrum import FeatureConfig, HostSpectrum
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +133,15 @@ class Engine:
         self.layout = self.info.layout
         self.has_distance: bool = self.layout.distance
         self.causal: bool = bool(data["causal"])
-        self.graph_input: str = data["graph_input"]
+        if data["graph_input"] != "spectrum":
+            raise SeldError(f"{self.model_dir / 'seld.json'}: graph_input {data['graph_input']!r}; this seld runs 'spectrum' graphs")
         self.hop: int = int(data["hop"])
         self.label_hop: int = int(data["label_hop"])
         self.state_size: int = int(data["state_size"])
         self.threshold: float = float(data["thresholds"]["activity"])
         self.merge_degrees: float = float(data["thresholds"]["merge_degrees"])
-        self.stft = HostSTFT.from_dict(data["stft"])
+        self.spectrum = HostSpectrum(FeatureConfig.from_dict(data["front_end"], str(self.model_dir / "seld.json")),
+                                     workers=1 if purpose == "stream" else None)
         self.device = device
         self.stream_session = create_session(self.model_dir / "stream.onnx", device, "stream" if purpose == "stream" else "batch")
         self.offline_session = None if self.causal else create_session(self.model_dir / "model.onnx", device, "batch")
@@ -153,18 +155,16 @@ class Engine:
 
     # -------------------------------------------------------------- graph calls
 
-    def _graph_inputs(self, audio_chunk: np.ndarray, stft_state: np.ndarray) -> tuple[dict, np.ndarray]:
-        """Inputs of one chunk for the graph, and the host STFT's state after it."""
-        if self.graph_input == "audio":
-            return {"audio": audio_chunk[None], "audio_state": stft_state[None]}, self.stft.next_state(audio_chunk, stft_state)
-        real, imag, new_state = self.stft.stream(audio_chunk, stft_state)
+    def _graph_inputs(self, audio_chunk: np.ndarray, spectrum_state: np.ndarray) -> tuple[dict, np.ndarray]:
+        """Inputs of one chunk [channels, samples] for the graph, and the host STFT's state after it."""
+        real, imag, new_state = self.spectrum.step(audio_chunk, spectrum_state)
         return {"real": real[None], "imag": imag[None]}, new_state
 
-    def _run_stream(self, audio_chunk: np.ndarray, state: np.ndarray, stft_state: np.ndarray):
-        inputs, stft_state = self._graph_inputs(audio_chunk, stft_state)
+    def _run_stream(self, audio_chunk: np.ndarray, state: np.ndarray, spectrum_state: np.ndarray):
+        inputs, spectrum_state = self._graph_inputs(audio_chunk, spectrum_state)
         inputs["state"] = state
         outputs, state = self.stream_session.run(["outputs", "state_out"], inputs)
-        return outputs[0], state, stft_state
+        return outputs[0], state, spectrum_state
 
     def outputs(self, audio: np.ndarray) -> Iterator[np.ndarray]:
         """Model outputs [frames, output size] of a whole signal [channels, samples], in chunks as they
@@ -173,14 +173,14 @@ class Engine:
         frames = -(-audio.shape[1] // self.label_hop)
         audio = np.pad(audio, ((0, 0), (0, frames * self.label_hop - audio.shape[1])))
         if not self.causal:
-            inputs, _ = self._graph_inputs(audio, self.stft.initial_state(self.num_channels))
+            inputs, _ = self._graph_inputs(audio, self.spectrum.initial_state(self.num_channels))
             yield self.offline_session.run(["outputs"], inputs)[0][0]
             return
         state = np.zeros((1, self.state_size), np.float32)
-        stft_state = self.stft.initial_state(self.num_channels)
+        spectrum_state = self.spectrum.initial_state(self.num_channels)
         for start in range(0, frames, OFFLINE_CHUNK_FRAMES):
             chunk = audio[:, start * self.label_hop : (start + OFFLINE_CHUNK_FRAMES) * self.label_hop]
-            out, state, stft_state = self._run_stream(chunk, state, stft_state)
+            out, state, spectrum_state = self._run_stream(chunk, state, spectrum_state)
             yield out
 
     def detections(self, audio: np.ndarray) -> Iterator[Detection]:
@@ -210,7 +210,7 @@ class Stream:
         self.chunk_samples = chunk_frames * engine.label_hop
         self.buffer = np.zeros((engine.num_channels, 0), np.float32)
         self.state = np.zeros((1, engine.state_size), np.float32)
-        self.stft_state = engine.stft.initial_state(engine.num_channels)
+        self.spectrum_state = engine.spectrum.initial_state(engine.num_channels)
         self.next_frame = 0
         self.tracker = EventTracker(class_names=engine.class_names)
         self.finished = False
@@ -240,7 +240,7 @@ class Stream:
 
     def _run(self, chunk: np.ndarray) -> list[Frame]:
         engine = self.engine
-        out, self.state, self.stft_state = engine._run_stream(chunk, self.state, self.stft_state)
+        out, self.state, self.spectrum_state = engine._run_stream(chunk, self.state, self.spectrum_state)
         detections = decode(out, engine.layout, engine.threshold, engine.merge_degrees, frame_offset=self.next_frame)
         frames = []
         for index in range(len(out)):

@@ -18,6 +18,7 @@ import json
 import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,13 +58,15 @@ def _export(module: torch.nn.Module, inputs: tuple, path: Path, input_names: lis
             dynamic_axes: dict) -> None:
     # The TorchScript-based exporter: DESIGN.md records that the dynamo exporter fails on
     # this GRU with a dynamic length, while this one keeps batch and time dynamic.
-    torch.onnx.export(module, inputs, str(path), input_names=input_names, output_names=output_names,
-                      dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False)
+    with warnings.catch_warnings():  # tracer chatter about shapes that the checks below verify
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, inputs, str(path), input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False)
 
 
 def export_graphs(network: SeldNetwork, folder: Path) -> None:
     network = network.eval()
-    channels, bins = network.num_channels, network.stft.bins
+    channels, bins = network.num_channels, network.front_end.config.num_bins
     real = torch.zeros(1, channels, 10, bins)
     spectrum_axes = {0: "batch", 2: "frames"}
     with torch.no_grad():
@@ -87,7 +90,8 @@ def check_graphs(network: SeldNetwork, folder: Path, seconds: float = 3.0, seed:
     rng = np.random.default_rng(seed)
     frames = int(seconds * 10)
     audio = (0.1 * rng.standard_normal((2, network.num_channels, frames * LABEL_HOP))).astype(np.float32)
-    real, imag = network.stft.torch_spectrum(torch.from_numpy(audio))
+    with torch.no_grad():
+        real, imag = network.front_end.spectrum(torch.from_numpy(audio))
     with torch.no_grad():
         expected = network.forward_spectrum(real, imag).numpy()
     options = onnxruntime.SessionOptions()
@@ -121,12 +125,11 @@ def package_info(network: SeldNetwork, config: TrainConfig, checkpoint: dict, na
         "format_version": FORMAT_VERSION,
         "name": name,
         "format": config.format,
-        "sample_rate": network.stft.sample_rate,
+        "sample_rate": network.front_end.config.sample_rate,
         "num_channels": network.num_channels,
         "array": network.array.to_dict(),
         "graph_input": "spectrum",
-        "stft": network.stft.to_dict(),
-        "front_end": network.features_config_dict(),
+        "front_end": network.front_end.config.to_dict(),
         "hop": HOP,
         "label_hop": LABEL_HOP,
         "chunk_label_frames": 1,
@@ -192,6 +195,9 @@ def export_package(source: str | Path, out_dir: str | Path, name: str | None = N
         save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(staging / "weights.safetensors"),
                   metadata={"config": json.dumps(checkpoint["config"])})
         (staging / "README.md").write_text(model_card(info))
+        staging.chmod(0o755)
+        for path in staging.iterdir():
+            path.chmod(0o644)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)

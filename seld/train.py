@@ -32,7 +32,7 @@ from seld.augment import channel_swaps
 from seld.config import apply_overrides, from_dict, load_toml, to_dict
 from seld.dataset import CropDataset, Recording, split_recordings
 from seld.decode import decode
-from seld.features import FeatureConfig, default_front_end
+from seld.features import FeatureConfig, feature_shape
 from seld.formats import Events, read_reference
 from seld.losses import SeldLoss
 from seld.metrics import SeldScorer
@@ -79,6 +79,12 @@ TRAINING_PRESETS = {
 }
 
 
+def default_front_end(preset_name: str, format_name: str) -> str:
+    if preset_name == "seldnet":
+        return "stft"
+    return "foa_logmel_iv" if format_name == "foa" else "mic_logmel_gcc"
+
+
 def resolve_config(format_name: str | None, preset_name: str | None, toml_path: str | None,
                    overrides: list[str], data: str | None) -> TrainConfig:
     """Preset -> TOML file -> command-line overrides; then the model is fitted to the features."""
@@ -89,7 +95,7 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
         raise SeldError(f"unknown preset {preset_name!r}; presets: {', '.join(TRAINING_PRESETS)}")
     config = TrainConfig(
         format=format_name, preset=preset_name,
-        features=default_front_end(preset_name, format_name),
+        features=FeatureConfig(name=default_front_end(preset_name, format_name)),
         model=model_preset(preset_name),
     )
     config = apply_overrides(config, TRAINING_PRESETS[preset_name], "preset")
@@ -99,7 +105,7 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
         config = dataclasses.replace(config, data=data)
     if not config.data:
         raise SeldError("no dataset: pass --data DIR (or data=DIR)")
-    channels, bins = config.features.shape(array_for_format(config.format))
+    channels, bins = feature_shape(config.features, array_for_format(config.format).num_channels)
     model = dataclasses.replace(config.model, input_channels=channels, input_bins=bins, num_classes=len(config.classes))
     return dataclasses.replace(config, model=model)
 
