@@ -189,7 +189,11 @@ def generate_scene(rng: np.random.Generator, room: RoomSpec, bank, settings: Sce
         onset = int(rng.uniform(0, gaps[1]) * SAMPLE_RATE)
         while onset < scene.samples - int(0.3 * SAMPLE_RATE):
             class_index = int(rng.integers(classes))
-            signal = bank.sound(class_index, rng)[: scene.samples - onset]
+            signal = bank.sound(class_index, rng)
+            if len(signal) > scene.samples - onset:  # cut at the mixture's end, with a 20 ms fade
+                signal = signal[: scene.samples - onset].copy()
+                fade = min(len(signal), 480)
+                signal[-fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
             level = CLASS_LEVELS_DB[class_index] if classes == 13 else 0.0
             signal = signal * np.float32(10 ** ((level + rng.uniform(-1, 1) * settings.level_spread_db) / 20))
             first = onset // LABEL_HOP - 1

@@ -416,6 +416,17 @@ def test_sound_folder_with_other_classes(tmp_path):
     assert json.loads((out / "dataset.json").read_text())["classes"] == ["dog", "siren"]
 
 
+def test_array_file_replaces_the_mic_array(tmp_path):
+    array = {"name": "line3", "kind": "mic", "capsules_m": [[0, 0.05, 0], [0, 0, 0], [0, -0.05, 0]],
+             "rigid_sphere_radius_m": None}
+    (tmp_path / "line3.json").write_text(json.dumps(array))
+    out = tmp_path / "data"
+    assert run_synth(out, "--array", str(tmp_path / "line3.json"), "--format", "mic") == 0
+    wavs = sorted(out.glob("mic_dev/*/*.wav"))
+    assert len(wavs) == 3 and all(soundfile.info(p).channels == 3 for p in wavs)
+    assert json.loads((out / "dataset.json").read_text())["formats"]["mic"]["name"] == "line3"
+
+
 @pytest.mark.parametrize("case", ["unwritable", "bad_array", "empty_sounds", "missing_class", "unknown_class", "rooms"])
 def test_bad_input_is_one_clear_line_before_any_work(case, tmp_path, capsys):
     out = tmp_path / "data"
