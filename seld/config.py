@@ -38,7 +38,10 @@ def from_dict(cls: type[T], data: dict, source: str = "config") -> T:
 
 
 def apply_overrides(config: T, overrides: list[str] | dict[str, Any], source: str = "command line") -> T:
-    """Apply `a.b=value` overrides (strings parsed by type) or a nested dict of values."""
+    """Apply `a.b=value` overrides (strings parsed by type) or a nested dict of values.
+
+    All overrides of one dataclass are applied together, so fields that are only valid
+    together (`model.causal=false model.attention_window=0`) can change in one go."""
     if isinstance(overrides, dict):
         items = list(_flatten(overrides))
     else:
@@ -48,9 +51,16 @@ def apply_overrides(config: T, overrides: list[str] | dict[str, Any], source: st
                 raise SeldError(f"{source}: override {item!r} is not field=value")
             key, value = item.split("=", 1)
             items.append((key.strip(), value.strip()))
+    nested: dict = {}
     for key, value in items:
-        config = _set(config, key.split("."), value, source)
-    return config
+        *parents, name = key.split(".")
+        target = nested
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise SeldError(f"{source}: {key} sets a field inside a value")
+        target[name] = value
+    return _replace(config, nested, source, "")
 
 
 def load_toml(path: str | Path) -> dict:
@@ -71,18 +81,23 @@ def _flatten(data: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-def _set(config: Any, path: list[str], value: Any, source: str) -> Any:
-    name = path[0]
-    fields = {f.name: f for f in dataclasses.fields(config)}
-    if name not in fields:
-        raise SeldError(f"{source}: {type(config).__name__} has no field {name!r} (fields: {', '.join(fields)})")
-    if len(path) > 1:
-        child = getattr(config, name)
-        if not dataclasses.is_dataclass(child):
-            raise SeldError(f"{source}: {name} is not a group of fields")
-        return dataclasses.replace(config, **{name: _set(child, path[1:], value, source)})
-    hint = typing.get_type_hints(type(config))[name]
-    return dataclasses.replace(config, **{name: _coerce(hint, value, f"{source}: {'.'.join(path)}")})
+def _replace(config: Any, changes: dict, source: str, prefix: str) -> Any:
+    fields = {f.name for f in dataclasses.fields(config)}
+    hints = typing.get_type_hints(type(config))
+    values = {}
+    for name, value in changes.items():
+        if name not in fields:
+            raise SeldError(f"{source}: {type(config).__name__} has no field {prefix + name!r} "
+                            f"(fields: {', '.join(sorted(fields))})")
+        current = getattr(config, name)
+        if isinstance(value, dict) and dataclasses.is_dataclass(current):
+            values[name] = _replace(current, value, source, f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(hints[name], value, f"{source}: {prefix}{name}")
+    try:
+        return dataclasses.replace(config, **values)
+    except (TypeError, ValueError) as error:
+        raise SeldError(f"{source}: {error}") from None
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
