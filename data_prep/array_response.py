@@ -22,6 +22,7 @@ damping, and the bands recombined with complementary masks in the frequency doma
 from __future__ import annotations
 
 import functools
+import logging
 import math
 
 import numpy as np
@@ -31,6 +32,8 @@ from scipy.special import eval_legendre, spherical_jn, spherical_yn
 from seld.arrays import Array
 from seld.audio import SAMPLE_RATE
 from seld.data_prep.rooms import BAND_CENTRES, SPEED_OF_SOUND
+
+log = logging.getLogger(__name__)
 
 TAPS = 40
 CENTRE = 14  # table FIRs put the array centre's arrival at this tap
@@ -96,6 +99,10 @@ class ArrayModel:
         self.capsule_directions = self.capsules / np.maximum(np.linalg.norm(self.capsules, axis=1, keepdims=True), 1e-12)
         freqs = np.fft.rfftfreq(512, 1 / SAMPLE_RATE)
         if self.kind == "sphere":
+            off = np.abs(np.linalg.norm(self.capsules, axis=1) - array.rigid_sphere_radius_m)
+            if off.max() > 0.05 * array.rigid_sphere_radius_m:
+                log.warning("array %s: capsules are not on the rigid sphere's surface (off by up to %.1f mm); "
+                            "the model places them there, in their directions", array.name, 1000 * off.max())
             cos_theta = np.cos(np.radians(np.arange(THETA_STEPS)))
             self.table = _fir_table(rigid_sphere_response(cos_theta, freqs, array.rigid_sphere_radius_m))
         else:

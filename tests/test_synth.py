@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import os
 import re
 from pathlib import Path
 
