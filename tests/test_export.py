@@ -1,0 +1,142 @@
+import json
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from conftest import tiny_dataset, write_scene
+from seld import SeldError
+from seld.cli import cli
+from seld.engine import Engine
+
+
+def test_package_holds_everything(tiny_model_package):
+    names = {p.name for p in tiny_model_package.iterdir()}
+    assert names == {"seld.json", "model.onnx", "stream.onnx", "weights.safetensors", "README.md"}
+    info = json.loads((tiny_model_package / "seld.json").read_text())
+    assert info["sample_rate"] == 24_000 and info["num_channels"] == 4 and info["causal"] is True
+    assert info["graph_input"] == "spectrum" and info["state_size"] > 0 and len(info["classes"]) == 13
+    assert all(value <= 1e-4 for value in info["export_check"].values())
+    from safetensors.torch import load_file
+
+    weights = load_file(tiny_model_package / "weights.safetensors")
+    assert "normalization_mean" in weights and weights["normalization_std"].min() > 0
+    assert "Limits" in (tiny_model_package / "README.md").read_text()
+
+
+def test_check_catches_a_graph_that_disagrees(tiny_run, tmp_path):
+    """Graphs of one network checked against another network's weights must fail."""
+    from seld.export import check_graphs, export_graphs
+    from seld.train import load_checkpoint, network_from_checkpoint
+
+    network, _ = network_from_checkpoint(load_checkpoint(tiny_run))
+    export_graphs(network, tmp_path)
+    assert max(check_graphs(network, tmp_path).values()) <= 1e-4
+    with torch.no_grad():
+        for parameter in network.crnn.parameters():
+            parameter.add_(0.05)
+    with pytest.raises(SeldError, match="disagrees"):
+        check_graphs(network, tmp_path)
+
+
+def test_stream_equals_offline_for_any_block_size(tiny_model_package):
+    engine = Engine(tiny_model_package, device="cpu")
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal((4, 24_000 * 3 + 1234))).astype(np.float32)
+    offline = np.concatenate(list(engine.outputs(audio)))
+    assert offline.shape[0] == 31  # the last, partial label frame is padded
+    stream = engine.stream()
+    frames, start = [], 0
+    while start < audio.shape[1]:
+        size = int(rng.integers(1, 7000))
+        frames += stream.push(audio[:, start:start + size])
+        start += size
+    frames += stream.flush()
+    assert [f.frame for f in frames] == list(range(31))
+    streamed = [sorted((d.class_index, round(d.azimuth, 3)) for d in f.detections) for f in frames]
+    expected = [sorted((d.class_index, round(d.azimuth, 3)) for d in engine.detections(audio) if d.frame == i)
+                for i in range(31)]
+    assert streamed == expected
+
+
+def test_engine_reports_the_provider_it_got(tiny_model_package, caplog):
+    with caplog.at_level(logging.INFO, logger="seld.engine"):
+        engine = Engine(tiny_model_package, device="auto")
+    assert engine.providers[-1] == "CPUExecutionProvider"
+    if "CUDAExecutionProvider" not in engine.providers:
+        assert "CUDA was asked for but ONNX Runtime runs it on CPUExecutionProvider" in caplog.text
+    assert Engine(tiny_model_package, device="cpu").providers == ["CPUExecutionProvider"]
+
+
+def test_not_a_model_package(tmp_path):
+    with pytest.raises(SeldError, match="not a model package"):
+        Engine(tmp_path)
+
+
+def test_inference_path_never_imports_torch(tiny_model_package, tmp_path):
+    wav = tmp_path / "x.wav"
+    soundfile.write(wav, np.zeros((4800, 4), np.float32), 24_000)
+    code = (
+        "import sys; from seld.cli import cli; "
+        f"rc = cli(['annotate', {str(wav)!r}, '--model', {str(tiny_model_package)!r}, '--out', {str(tmp_path / 'o')!r}]); "
+        "import seld.realtime.live, seld.engine; "
+        "assert rc == 0, rc; assert 'torch' not in sys.modules and 'torchaudio' not in sys.modules, 'torch imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def rows(path):
+    return [line.split(",") for line in path.read_text().splitlines()]
+
+
+def test_annotate_a_folder(tiny_model_package, tmp_path, seld_cli):
+    data = tiny_dataset(tmp_path / "data")
+    broken = data / "foa_dev" / "dev-train" / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEnot really")
+    out = tmp_path / "out"
+    result = seld_cli("annotate", data / "foa_dev", "--model", tiny_model_package, "--out", out, "--plot")
+    assert result.returncode == 1  # one file was skipped, the others are done
+    assert "broken.wav" in result.stderr and "Traceback" not in result.stderr
+    for name in ("dev-train/fold1_room1_mix001", "dev-train/fold1_room1_mix002", "dev-val/fold2_room2_mix001"):
+        for suffix in (".csv", ".json", ".png"):
+            assert (out / (name + suffix)).is_file(), name + suffix
+    assert not (out / "dev-train" / "broken.csv").exists()
+    document = json.loads((out / "dev-val" / "fold2_room2_mix001.json").read_text())
+    assert set(document) == {"file", "model", "sample_rate", "duration_s", "events"}
+    assert document["duration_s"] == 4.0
+    for event in document["events"]:
+        assert set(event) == {"class", "class_name", "track", "onset_s", "offset_s", "azimuth", "elevation",
+                              "distance_m", "frames"}
+        assert event["onset_s"] < event["offset_s"]
+    for row in rows(out / "dev-val" / "fold2_room2_mix001.csv"):
+        assert len(row) == 6 and 0 <= int(row[0]) < 40 and -180 <= float(row[3]) <= 180
+
+    broken.unlink()
+    again = seld_cli("annotate", data / "foa_dev", "--model", tiny_model_package, "--out", out)
+    assert again.returncode == 0 and "skipping 3 file(s) already annotated" in again.stdout
+
+    streamed = tmp_path / "streamed"
+    assert seld_cli("annotate", data / "foa_dev", "--model", tiny_model_package, "--out", streamed,
+                    "--streaming").returncode == 0
+    offline_rows = rows(out / "dev-val" / "fold2_room2_mix001.csv")
+    streamed_rows = rows(streamed / "dev-val" / "fold2_room2_mix001.csv")
+    assert len(offline_rows) == len(streamed_rows)
+    differing = sum(a[:3] != b[:3] or abs(float(a[3]) - float(b[3])) > 1 for a, b in zip(offline_rows, streamed_rows))
+    assert differing <= 0.005 * len(offline_rows)
+
+    scored = seld_cli("evaluate", "--ref", data / "metadata_dev", "--pred", out, "--json")
+    assert scored.returncode == 0, scored.stderr
+    assert set(json.loads(scored.stdout)) >= {"F", "AngE", "DistE", "RelDistE", "LR", "SELD", "classwise"}
+
+
+def test_annotate_wrong_channel_count(tiny_model_package, tmp_path, seld_cli):
+    wav = tmp_path / "stereo.wav"
+    soundfile.write(wav, np.zeros((2400, 2), np.float32), 24_000)
+    result = seld_cli("annotate", wav, "--model", tiny_model_package, "--out", tmp_path / "o")
+    assert result.returncode == 1
+    assert f"{wav}: has 2 channels, the array needs 4" in result.stderr
