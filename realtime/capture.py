@@ -175,7 +175,8 @@ class DeviceSource:
         try:
             self.sd.check_input_settings(self.index, channels=self.open_channels, dtype="float32", samplerate=rate)
             return True
-        except Exception:  # sounddevice raises PortAudioError or ValueError
+        except Exception as error:  # sounddevice raises PortAudioError or ValueError
+            log.debug("%s: %d channels at %d Hz: %s", self.name, self.open_channels, rate, error)
             return False
 
     def start(self, blocks: BlockQueue) -> None:
