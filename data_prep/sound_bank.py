@@ -478,7 +478,7 @@ class ProceduralBank:
 class FolderBank:
     """Real dry recordings: ROOT/<class>/**/*.wav|flac|ogg..., resampled to 24 kHz, mono."""
 
-    def __init__(self, root: str | Path, classes: Sequence[str]):
+    def __init__(self, root: str | Path, classes: Sequence[str], allow_missing: bool = False):
         self.root = Path(root)
         self.classes = tuple(classes)
         if not self.root.is_dir():
@@ -490,9 +490,15 @@ class FolderBank:
         for name in self.classes:
             key = normalize_class_name(name)
             folder = folders.get(key) or folders.get(ALIASES.get(key, key))
+            if folder is None and allow_missing:
+                self.files.append(())
+                continue
             if folder is None:
                 raise SeldError(f"{self.root}: no subfolder for class {name!r} (found: {', '.join(sorted(folders))})")
             files = tuple(sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()))
+            if not files and allow_missing:
+                self.files.append(())
+                continue
             if not files:
                 raise SeldError(f"{folder}: no sound files for class {name!r}")
             for path in files:
@@ -523,6 +529,30 @@ def _load_mono(path: str) -> np.ndarray:
     return mono[above[0] : above[-1] + 1]
 
 
-def make_bank(classes: Sequence[str], sounds_dir: str | Path | None = None):
-    """The folder bank for `sounds_dir`, else the procedural bank."""
-    return FolderBank(sounds_dir, classes) if sounds_dir else ProceduralBank(classes)
+class MixedBank:
+    """Real recordings mixed with procedural sounds: each event is procedural with probability
+    `procedural_share`, and always for a class the folder has no recordings of."""
+
+    def __init__(self, root: str | Path, classes: Sequence[str], procedural_share: float):
+        if not 0.0 < procedural_share <= 1.0:
+            raise SeldError(f"procedural share {procedural_share} must be in (0, 1]")
+        self.classes = tuple(classes)
+        self.folder = FolderBank(root, classes, allow_missing=True)
+        self.procedural = ProceduralBank(classes)
+        self.share = procedural_share
+
+    def sound(self, class_index: int, rng: np.random.Generator) -> np.ndarray:
+        if not self.folder.files[class_index] or rng.random() < self.share:
+            return self.procedural.sound(class_index, rng)
+        return self.folder.sound(class_index, rng)
+
+    def describe(self) -> dict:
+        return {"kind": "mixed", "procedural_share": self.share, **{k: v for k, v in self.folder.describe().items() if k != "kind"}}
+
+
+def make_bank(classes: Sequence[str], sounds_dir: str | Path | None = None, procedural_share: float = 0.0):
+    """The folder bank for `sounds_dir` (mixed with procedural sounds when `procedural_share` > 0),
+    else the procedural bank."""
+    if not sounds_dir:
+        return ProceduralBank(classes)
+    return MixedBank(sounds_dir, classes, procedural_share) if procedural_share > 0 else FolderBank(sounds_dir, classes)

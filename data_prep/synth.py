@@ -56,6 +56,7 @@ def synthesize_scene(
     duration_s: float = 60.0,
     classes: Sequence[str] = STARSS23_CLASSES,
     sounds_dir: str | Path | None = None,
+    procedural_share: float = 0.0,
     mic_array: Array | None = None,
     room: RoomSpec | None = None,
     settings: SceneSettings | None = None,
@@ -68,7 +69,7 @@ def synthesize_scene(
     :func:`~seld.data_prep.scenes.render_scene` directly.
     """
     settings = replace(settings or SceneSettings(), duration_s=duration_s)
-    bank = make_bank(classes, sounds_dir)
+    bank = make_bank(classes, sounds_dir, procedural_share)
     room_rng, scene_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, 0xC0FFEE]).spawn(2))
     room = room or random_room(room_rng)
     scene = generate_scene(scene_rng, room, bank, settings)
@@ -154,7 +155,7 @@ _JOB: dict = {}
 def _init_worker(job: dict) -> None:
     _JOB.clear()
     _JOB.update(job)
-    _JOB["bank"] = make_bank(job["classes"], job["sounds"])
+    _JOB["bank"] = make_bank(job["classes"], job["sounds"], job["procedural_share"])
 
 
 def _render_mixture(mixture: Mixture) -> str:
@@ -231,7 +232,7 @@ def synth_command(args) -> int:
             arrays["foa"] = custom
         else:
             raise SeldError(f"{args.array}: a {custom.kind} array, but --format {args.format} renders no {custom.kind}")
-    bank = make_bank(classes, args.sounds)  # checks the sound folder before any work
+    bank = make_bank(classes, args.sounds, args.procedural_share)  # checks the sound folder before any work
     settings = SceneSettings(duration_s=float(args.duration), max_polyphony=int(args.max_polyphony))
     mixtures = plan(args.minutes, args.duration, args.rooms)
     _check_writable(out)
@@ -258,7 +259,7 @@ def synth_command(args) -> int:
     print(f"seld synth: {len(mixtures)} mixtures of {args.duration:g} s per format ({', '.join(formats)}), "
           f"{len(mixtures) - len(todo)} already done, into {out}")
     job = {"out": str(out), "formats": formats, "settings": settings, "seed": args.seed, "classes": classes,
-           "sounds": args.sounds, "arrays": arrays}
+           "sounds": args.sounds, "procedural_share": args.procedural_share, "arrays": arrays}
     # Counts seconds, shows minutes of audio (all formats).
     bar = tqdm(total=len(mixtures) * seconds_each, initial=(len(mixtures) - len(todo)) * seconds_each,
                unit="min", unit_scale=1 / 60, desc="synth", dynamic_ncols=True,

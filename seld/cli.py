@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=10.0, help="minutes of audio per format")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
     p.add_argument("--sounds", help="folder of dry recordings (one subfolder per class); procedural sounds otherwise")
+    p.add_argument("--procedural-share", type=float, default=0.0,
+                   help="with --sounds: share of events drawn from the procedural bank (classes without "
+                        "recordings always are)")
     p.add_argument("--classes", help="comma-separated class names (default: the 13 STARSS23 classes)")
     p.add_argument("--array", help="array description JSON for a custom microphone array")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
