@@ -59,6 +59,7 @@ class TrainConfig:
     epochs: int = 60
     batch_size: int = 32
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"  # "cosine": decays to 5% over the epochs; "constant"
     weight_decay: float = 1e-4
     crop_seconds: float = 5.0
     seed: int = 0
@@ -68,6 +69,7 @@ class TrainConfig:
     normalization_files: int = 50  # training files whose features give the normalization statistics
     threshold: float = 0.5
     device: str = "auto"
+    threads: int = 0  # CPU threads for torch; 0: torch's default (all cores)
 
 
 TRAINING_PRESETS = {
@@ -212,6 +214,15 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    if config.lr_schedule != "cosine":
+        raise SeldError(f"lr_schedule {config.lr_schedule!r}: expected 'cosine' or 'constant'")
+    progress = epoch / max(config.epochs - 1, 1)
+    return config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dict:
     """Train; returns the last epoch's log row. `resume` is a loaded last.pt."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -222,6 +233,8 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     device = pick_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     if device.type == "cuda" and distributed:
         device = torch.device("cuda", torch.cuda.current_device())
     main_process = rank == 0
@@ -263,6 +276,8 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     row: dict = history[-1] if history else {}
     for epoch in range(first_epoch, config.epochs):
         torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and masks: a function of the epoch
+        for group in optimizer.param_groups:  # the rate is a function of the epoch too, so resuming needs no state
+            group["lr"] = learning_rate(config, epoch)
         dataset.set_epoch(config.seed, epoch)
         sampler = torch.utils.data.distributed.DistributedSampler(dataset, shuffle=False) if distributed else None
         loader = torch.utils.data.DataLoader(
@@ -295,7 +310,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
                                  speed=f"{seconds_of_audio / (time.perf_counter() - started):.0f}x")
         if not main_process:
             continue
-        row = {"epoch": epoch + 1, "train_loss": total_loss / max(batches, 1),
+        row = {"epoch": epoch + 1, "learning_rate": learning_rate(config, epoch), "train_loss": total_loss / max(batches, 1),
                "seconds": round(time.perf_counter() - started, 2)}
         if validation_recordings:
             row.update(validate(network, validation_recordings, config, device))
