@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks that print their figures")
     p.add_argument("what", choices=BENCHMARKS, help="what to measure")
+    p.add_argument("--minutes-train", type=float, help="accuracy: minutes of training audio per format")
+    p.add_argument("--epochs", type=int, help="accuracy: epochs per model")
+    p.add_argument("--workdir", help="accuracy: folder for its data and runs (it resumes from there)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 

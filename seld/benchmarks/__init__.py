@@ -1,4 +1,5 @@
-"""`seld bench WHAT`: each benchmark is a module here with `run() -> dict` of figures."""
+"""`seld bench WHAT`: each benchmark is a module here with `run(**options) -> dict` of figures
+and `format_table(result) -> str`. Options are the bench parser's, where given."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ def bench_command(args) -> int:
             raise
         print(f"seld bench {args.what}: not built yet")
         return 2
-    result = module.run()
+    options = {name: getattr(args, name) for name in ("minutes_train", "epochs", "workdir")
+               if getattr(args, name, None) is not None}
+    result = module.run(**options)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
