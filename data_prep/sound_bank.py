@@ -7,7 +7,9 @@ to a common loudness (RMS of the active part); scenes apply per-class levels.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Callable, Sequence
@@ -455,17 +457,17 @@ ALIASES = {
 class ProceduralBank:
     """Synthetic sounds, one distinct family per class, deterministic from the rng."""
 
-    def __init__(self, classes: Sequence[str]):
+    def __init__(self, classes: Sequence[str], allow_missing: bool = False):
         self.classes = tuple(classes)
-        self.generators = []
+        self.generators: list[Callable | None] = []
         for name in self.classes:
             key = normalize_class_name(name)
             key = ALIASES.get(key, key)
-            if key not in GENERATORS:
+            if key not in GENERATORS and not allow_missing:
                 raise SeldError(
                     f"class {name!r}: no procedural sounds for it (built in: {', '.join(GENERATORS)}); give --sounds DIR"
                 )
-            self.generators.append(GENERATORS[key])
+            self.generators.append(GENERATORS.get(key))
 
     def sound(self, class_index: int, rng: np.random.Generator) -> np.ndarray:
         signal = self.generators[class_index](rng)
@@ -481,9 +483,14 @@ class FolderBank:
     def __init__(self, root: str | Path, classes: Sequence[str], allow_missing: bool = False):
         self.root = Path(root)
         self.classes = tuple(classes)
-        if not self.root.is_dir():
+        if not self.root.exists():
             raise SeldError(f"{self.root}: no such sound folder")
-        folders = {normalize_class_name(p.name): p for p in self.root.iterdir() if p.is_dir()}
+        if not self.root.is_dir():
+            raise SeldError(f"{self.root}: not a folder (the sound folder holds one subfolder per class)")
+        try:
+            folders = {normalize_class_name(p.name): p for p in self.root.iterdir() if p.is_dir()}
+        except OSError as error:
+            raise SeldError(f"{self.root}: cannot read the sound folder ({error.strerror or error})") from None
         if not folders:
             raise SeldError(f"{self.root}: no class subfolders (expected one folder per class, e.g. {self.root}/bell/)")
         self.files: list[tuple[Path, ...]] = []
@@ -495,7 +502,13 @@ class FolderBank:
                 continue
             if folder is None:
                 raise SeldError(f"{self.root}: no subfolder for class {name!r} (found: {', '.join(sorted(folders))})")
-            files = tuple(sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()))
+            try:
+                if not os.access(folder, os.R_OK | os.X_OK):
+                    raise PermissionError(errno.EACCES, "Permission denied")
+                files = tuple(sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()))
+            except OSError as error:
+                raise SeldError(f"{folder}: cannot read the sound folder of class {name!r} "
+                                f"({error.strerror or error})") from None
             if not files and allow_missing:
                 self.files.append(())
                 continue
@@ -531,18 +544,27 @@ def _load_mono(path: str) -> np.ndarray:
 
 class MixedBank:
     """Real recordings mixed with procedural sounds: each event is procedural with probability
-    `procedural_share`, and always for a class the folder has no recordings of."""
+    `procedural_share`, always for a class the folder has no recordings of, and never for a
+    class with recordings but no procedural generator (e.g. ``dog``)."""
 
     def __init__(self, root: str | Path, classes: Sequence[str], procedural_share: float):
         if not 0.0 < procedural_share <= 1.0:
             raise SeldError(f"procedural share {procedural_share} must be in (0, 1]")
         self.classes = tuple(classes)
         self.folder = FolderBank(root, classes, allow_missing=True)
-        self.procedural = ProceduralBank(classes)
+        if not any(self.folder.files):
+            raise SeldError(f"{self.folder.root}: no sound files for any of the classes ({', '.join(self.classes)})")
+        self.procedural = ProceduralBank(classes, allow_missing=True)
+        for name, files, generator in zip(self.classes, self.folder.files, self.procedural.generators):
+            if not files and generator is None:
+                raise SeldError(f"{self.folder.root}: no recordings of class {name!r}, and no procedural sounds "
+                                f"for it (built in: {', '.join(GENERATORS)})")
         self.share = procedural_share
 
     def sound(self, class_index: int, rng: np.random.Generator) -> np.ndarray:
-        if not self.folder.files[class_index] or rng.random() < self.share:
+        if not self.folder.files[class_index]:
+            return self.procedural.sound(class_index, rng)
+        if self.procedural.generators[class_index] is not None and rng.random() < self.share:
             return self.procedural.sound(class_index, rng)
         return self.folder.sound(class_index, rng)
 

@@ -223,6 +223,9 @@ def synth_command(args) -> int:
         raise SeldError(f"--max-polyphony {args.max_polyphony}: must be at least 1")
     if args.workers < 1:
         raise SeldError(f"--workers {args.workers}: must be at least 1")
+    share = float(getattr(args, "procedural_share", 0.0) or 0.0)  # callers building a Namespace may leave it out
+    if not 0.0 <= share <= 1.0:
+        raise SeldError(f"--procedural-share {share:g}: must be between 0 and 1")
     arrays = {name: array_for_format(name) for name in formats}
     if args.array:
         custom = load_array(args.array)
@@ -232,7 +235,7 @@ def synth_command(args) -> int:
             arrays["foa"] = custom
         else:
             raise SeldError(f"{args.array}: a {custom.kind} array, but --format {args.format} renders no {custom.kind}")
-    bank = make_bank(classes, args.sounds, args.procedural_share)  # checks the sound folder before any work
+    bank = make_bank(classes, args.sounds, share)  # checks the sound folder before any work
     settings = SceneSettings(duration_s=float(args.duration), max_polyphony=int(args.max_polyphony))
     mixtures = plan(args.minutes, args.duration, args.rooms)
     _check_writable(out)
@@ -259,7 +262,7 @@ def synth_command(args) -> int:
     print(f"seld synth: {len(mixtures)} mixtures of {args.duration:g} s per format ({', '.join(formats)}), "
           f"{len(mixtures) - len(todo)} already done, into {out}")
     job = {"out": str(out), "formats": formats, "settings": settings, "seed": args.seed, "classes": classes,
-           "sounds": args.sounds, "procedural_share": args.procedural_share, "arrays": arrays}
+           "sounds": args.sounds, "procedural_share": share, "arrays": arrays}
     # Counts seconds, shows minutes of audio (all formats).
     bar = tqdm(total=len(mixtures) * seconds_each, initial=(len(mixtures) - len(todo)) * seconds_each,
                unit="min", unit_scale=1 / 60, desc="synth", dynamic_ncols=True,

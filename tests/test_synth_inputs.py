@@ -1,0 +1,195 @@
+"""`seld synth` inputs: bad ones fail in one clear line before any work starts; --sounds with
+--procedural-share (MixedBank) renders deterministically and falls back to procedural sounds."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from seld.cli import cli
+from seld.data_prep import synth as synth_module
+from seld.data_prep.sound_bank import FolderBank, MixedBank, ProceduralBank, _load_mono, _normalized
+
+SMALL = ["--minutes", "0.15", "--duration", "3", "--rooms", "3"]  # 3 mixtures, one per split
+
+
+def tone_folder(root: Path, classes=("bell",), files: int = 2, rate: int = 16000) -> Path:
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(files):
+            t = np.arange(rate) / rate
+            signal = 0.3 * np.sin(2 * np.pi * (400 + 150 * k) * t) + 0.01 * rng.standard_normal(rate)
+            soundfile.write(root / name / f"{k}.wav", signal, rate)
+    return root
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def classes_in(out: Path) -> set[int]:
+    return {int(line.split(",")[1]) for p in out.glob("metadata_dev/*/*.csv") for line in p.read_text().splitlines()}
+
+
+# ---------------------------------------------------------------- bad input
+
+def _case(case: str, tmp_path: Path) -> tuple[Path, list[str], str]:
+    out, sounds = tmp_path / "data", tmp_path / "sounds"
+    if case == "out_is_a_file":
+        out.write_text("x")
+        return out, [], "data"
+    if case == "array_missing":
+        return out, ["--array", str(tmp_path / "none.json")], "none.json"
+    if case == "array_not_json":
+        (tmp_path / "array.json").write_text('{"kind": "mic", "capsules_m": [[0, 0, 0],')
+        return out, ["--array", str(tmp_path / "array.json")], "array.json"
+    if case == "array_one_capsule":
+        (tmp_path / "array.json").write_text('{"kind": "mic", "capsules_m": [[0, 0, 0]]}')
+        return out, ["--array", str(tmp_path / "array.json")], "array.json"
+    if case == "array_of_other_kind":
+        (tmp_path / "array.json").write_text('{"kind": "foa", "capsules_m": []}')
+        return out, ["--array", str(tmp_path / "array.json"), "--format", "mic"], "array.json"
+    if case == "sounds_missing":
+        return out, ["--sounds", str(sounds)], "sounds"
+    if case == "sounds_is_a_file":
+        sounds.write_text("x")
+        return out, ["--sounds", str(sounds)], "sounds"
+    if case == "sounds_empty":
+        sounds.mkdir()
+        return out, ["--sounds", str(sounds)], "sounds"
+    if case == "sound_unreadable":
+        tone_folder(sounds)
+        (sounds / "bell" / "broken.wav").write_bytes(b"RIFF....WAVEfmt nothing")
+        return out, ["--sounds", str(sounds), "--classes", "bell"], "broken.wav"
+    if case == "mixed_no_recordings_at_all":
+        (sounds / "bell").mkdir(parents=True)
+        return out, ["--sounds", str(sounds), "--classes", "bell", "--procedural-share", "0.5"], "sounds"
+    if case == "mixed_class_without_any_sounds":
+        tone_folder(sounds, ("dog",))
+        return out, ["--sounds", str(sounds), "--classes", "dog,spaceship", "--procedural-share", "0.5"], "spaceship"
+    if case == "share_out_of_range":
+        tone_folder(sounds)
+        return out, ["--sounds", str(sounds), "--classes", "bell", "--procedural-share", "1.5"], "--procedural-share"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", [
+    "out_is_a_file", "array_missing", "array_not_json", "array_one_capsule", "array_of_other_kind",
+    "sounds_missing", "sounds_is_a_file", "sounds_empty", "sound_unreadable", "mixed_no_recordings_at_all",
+    "mixed_class_without_any_sounds", "share_out_of_range",
+])
+def test_bad_input_is_one_line_naming_it_before_any_work(case, tmp_path, capsys, monkeypatch):
+    rendered = []
+    monkeypatch.setattr(synth_module, "_render_mixture", lambda mixture: rendered.append(mixture))
+    out, extra, expected = _case(case, tmp_path)
+    assert cli(["synth", "--out", str(out), *SMALL, *extra]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error" in err and expected in err, err
+    assert not rendered and not (out.is_dir() and (out / "dataset.json").exists())
+
+
+def test_unwritable_output_folder(tmp_path, capsys, monkeypatch):
+    """An existing folder that refuses files: chmod where that binds (not as root), and a
+    refusal simulated at the write probe everywhere."""
+    out = tmp_path / "data"
+    out.mkdir()
+    if os.geteuid() != 0:
+        out.chmod(0o555)
+        try:
+            assert cli(["synth", "--out", str(out), *SMALL]) == 1
+        finally:
+            out.chmod(0o755)
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(out) in err and "cannot write" in err
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(synth_module.tempfile, "mkstemp", refuse)
+    assert cli(["synth", "--out", str(out), *SMALL]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{out}: cannot write there (Permission denied)" in err
+    assert list(out.iterdir()) == []
+
+
+def test_unreadable_sound_folder(tmp_path, capsys, monkeypatch):
+    sounds = tone_folder(tmp_path / "sounds", ("bell", "knock"))
+    original = Path.iterdir
+
+    def iterdir(self):
+        if self == sounds:
+            raise PermissionError(13, "Permission denied")
+        return original(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    assert cli(["synth", "--out", str(tmp_path / "data"), *SMALL, "--sounds", str(sounds)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{sounds}: cannot read the sound folder (Permission denied)" in err
+    monkeypatch.undo()
+
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path).name != "knock")
+    assert cli(["synth", "--out", str(tmp_path / "data"), *SMALL, "--sounds", str(sounds),
+                "--classes", "bell,knock"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{sounds / 'knock'}: cannot read" in err
+    assert not (tmp_path / "data").exists()
+
+
+# ---------------------------------------------------------------- MixedBank (--procedural-share)
+
+def test_mixed_bank_draws_both_kinds_and_falls_back_to_procedural(tmp_path):
+    sounds = tone_folder(tmp_path / "sounds", ("bell", "dog"))
+    classes = ("bell", "knock", "dog")  # bell: both; knock: no recordings; dog: no generator
+    bank = MixedBank(sounds, classes, 0.5)
+    procedural = ProceduralBank(("bell", "knock"))
+    recordings = {name: [_normalized(_load_mono(str(p))) for p in sorted((sounds / name).glob("*.wav"))]
+                  for name in ("bell", "dog")}
+
+    def kind(signal, name):
+        return "recording" if any(len(r) == len(signal) and np.array_equal(r, signal) for r in recordings[name]) else "procedural"
+
+    for seed in range(4):  # knock: always procedural, exactly the procedural bank's sound
+        assert np.array_equal(bank.sound(1, np.random.default_rng(seed)), procedural.sound(1, np.random.default_rng(seed)))
+    bell = [kind(bank.sound(0, np.random.default_rng(seed)), "bell") for seed in range(40)]
+    assert 10 <= bell.count("procedural") <= 30
+    assert {kind(bank.sound(2, np.random.default_rng(seed)), "dog") for seed in range(10)} == {"recording"}
+    for seed in range(3):
+        a, b = (bank.sound(0, np.random.default_rng(seed)) for _ in range(2))
+        assert np.array_equal(a, b)
+    assert bank.describe()["files"] == {"bell": 2, "knock": 0, "dog": 2}
+    always = MixedBank(sounds, classes, 1.0)
+    assert {kind(always.sound(0, np.random.default_rng(seed)), "bell") for seed in range(10)} == {"procedural"}
+    assert {kind(always.sound(2, np.random.default_rng(seed)), "dog") for seed in range(5)} == {"recording"}
+    assert FolderBank(sounds, ("bell",)).describe()["files"] == {"bell": 2}
+
+
+def test_mixed_dataset_renders_deterministically_with_procedural_fallback(tmp_path):
+    sounds = tone_folder(tmp_path / "sounds", ("bell",))
+    extra = ["--sounds", str(sounds), "--procedural-share", "0.5", "--classes", "bell,knock", "--format", "foa",
+             "--seed", "3"]
+    assert cli(["synth", "--out", str(tmp_path / "a"), *SMALL, *extra]) == 0
+    assert cli(["synth", "--out", str(tmp_path / "b"), *SMALL, *extra, "--workers", "2"]) == 0
+    assert files_of(tmp_path / "a") == files_of(tmp_path / "b")
+    assert classes_in(tmp_path / "a") == {0, 1}  # knock has no recordings: procedural knocks
+    description = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    assert description["sounds"]["kind"] == "mixed" and description["sounds"]["procedural_share"] == 0.5
+    assert description["sounds"]["files"] == {"bell": 2, "knock": 0}
+    assert cli(["synth", "--out", str(tmp_path / "c"), *SMALL, *extra[:-1], "4"]) == 0
+    first = sorted((tmp_path / "a").glob("foa_dev/*/*.wav"))[0]
+    assert (tmp_path / "c" / first.relative_to(tmp_path / "a")).read_bytes() != first.read_bytes()
+
+
+def test_a_namespace_without_procedural_share_still_works(tmp_path):
+    """`seld bench synth` builds its own Namespace, without --procedural-share."""
+    from argparse import Namespace
+
+    args = Namespace(out=str(tmp_path / "data"), format="foa", minutes=0.05, seed=0, sounds=None, classes="knock",
+                     array=None, workers=1, rooms=3, max_polyphony=1, duration=3.0)
+    assert synth_module.synth_command(args) == 0
+    assert len(list((tmp_path / "data").glob("foa_dev/*/*.wav"))) == 1
