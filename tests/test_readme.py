@@ -1,0 +1,33 @@
+"""The README's promise, tested the way a newcomer meets it: a clean clone, `make demo`."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import REPO
+
+README = REPO / "README.md"
+
+
+def test_readme_opens_with_the_two_commands():
+    first_block = re.search(r"```(?:sh)?\n(.*?)```", README.read_text(), re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines() if line.strip()]
+    assert commands == ["make demo", "make test"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None or shutil.which("make") is None, reason="needs git and make")
+def test_make_demo_in_a_clean_clone(tmp_path):
+    if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "seld"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    result = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in ("scene.wav", "scene_truth.csv", "scene.csv", "scene.json", "scene.png"):
+        assert (clone / "demo_out" / name).stat().st_size > 0, name
+    assert "truth" in result.stdout and "found by the model" in result.stdout
+    assert "DCASE 2024 (micro)" in result.stdout
