@@ -356,7 +356,9 @@ def train_command(args) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
     row = train(config, run_dir, checkpoint)
+    if not row:  # a torchrun worker other than rank 0: it keeps no log
+        return 0
     print(f"trained {row.get('epoch', 0)} epochs; run in {run_dir}")
     if "SELD" in row:
-        print("last epoch: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")))
+        print("last epoch: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")))
     return 0

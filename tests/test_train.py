@@ -124,3 +124,16 @@ def test_channel_swaps_rotate_signal_and_label_together(array):
             found_azimuth = np.degrees(np.arctan2(vector[1], vector[0]))
             found_elevation = np.degrees(np.arctan2(vector[2], np.hypot(vector[0], vector[1])))
             assert abs((found_azimuth - azimuth + 180) % 360 - 180) < 1 and abs(found_elevation - elevation) < 1
+
+
+def test_distributed_data_parallel_through_torchrun(tmp_path):
+    """Two CPU processes (gloo) through the standard launcher: rank 0 keeps the run."""
+    data = tiny_dataset(tmp_path / "data")
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    result = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "seld", "train", "--data", str(data),
+                             "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=2"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("trained 2 epochs") == 1
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert len(rows) == 2
