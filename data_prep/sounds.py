@@ -3,7 +3,9 @@ from Debian packages that carry recordings (for `seld synth --sounds DIR`).
 
 Packages are fetched with ``apt-get download`` and unpacked with ``dpkg-deb -x`` into a
 work folder: nothing is installed. Files are sorted into classes by keywords in their
-paths; spoken words (tuxpaint stamps) go to female or male speech by their pitch.
+paths; spoken words (tuxpaint stamps) go to female or male speech by their pitch. The
+General MIDI soundfont of fluid-soundfont-gm is rendered with fluidsynth into instrument
+phrases, bells, claps and short pieces of music (seld.data_prep.soundfont).
 ``manifest.csv`` records each file's class, package, version and licence. Nothing of
 this is ever committed: the licences are the packages' own.
 """
@@ -23,12 +25,13 @@ import numpy as np
 
 from seld import SeldError
 from seld.audio import audio_info, read_audio
+from seld.data_prep import soundfont
 
 log = logging.getLogger(__name__)
 
 PACKAGES = (
     "sound-theme-freedesktop", "lomiri-sounds", "ufoai-sound", "minetest-data", "sonic-pi-samples",
-    "lmms-common", "tuxpaint-stamps-default", "hedgewars-data",
+    "lmms-common", "tuxpaint-stamps-default", "hedgewars-data", soundfont.PACKAGE,
 )
 SUFFIXES = (".wav", ".ogg", ".oga", ".flac")
 # Ordered: the first class whose keyword is in the file's path (lowercase) wins.
@@ -102,6 +105,25 @@ def _unpack_archives(root: Path) -> None:
             log.warning("%s: cannot unpack (%s)", archive, error)
 
 
+def _render_soundfont(root: Path, out: Path, work: Path, package: str, version: str, licence: str, rows: list) -> int:
+    """Instrument, bell, clap and music clips from the GM soundfont (seld.data_prep.soundfont)."""
+    try:
+        written = soundfont.render(root / soundfont.SOUNDFONT, out, work)
+    except SeldError as error:
+        print(f"seld synth-sounds: skipping {package}: {error}")
+        return 0
+    try:
+        copyright_text = (root / "usr" / "share" / "doc" / package / "copyright").read_text(errors="replace")
+    except OSError:
+        copyright_text = ""
+    if re.search(r"under the MIT licen[cs]e", copyright_text, re.IGNORECASE):
+        licence = "MIT (FluidR3_GM.sf2, Frank Wen)"
+    for target, clip in written:
+        rows.append((str(target.relative_to(out)), clip.label, package, version, licence,
+                     f"/{soundfont.SOUNDFONT} rendered by fluidsynth: {clip.name}"))
+    return len(written)
+
+
 def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True)
 
@@ -134,6 +156,12 @@ def synth_sounds_command(args) -> int:
                 print(f"seld synth-sounds: skipping {package}: dpkg-deb could not unpack {deb.name}")
                 continue
             licence = _licence(root, package)
+            if package == soundfont.PACKAGE:
+                kept = _render_soundfont(root, out, work, package, version, licence, rows)
+                deb.unlink()
+                shutil.rmtree(root, ignore_errors=True)
+                print(f"seld synth-sounds: {package} {version}: {kept} recordings rendered with fluidsynth")
+                continue
             _unpack_archives(root)
             kept = 0
             for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()):
