@@ -87,26 +87,51 @@ def default_front_end(preset_name: str, format_name: str) -> str:
     return "foa_logmel_iv" if format_name == "foa" else "mic_logmel_gcc"
 
 
+def dataset_defaults(root: str | Path) -> dict:
+    """Settings a dataset states in its ROOT/dataset.json (written by `seld synth` and the
+    dataset converters): its classes, and whether its metadata has distances."""
+    path = Path(root) / "dataset.json"
+    if not path.is_file():
+        return {}
+    try:
+        description = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SeldError(f"{path}: not valid JSON: {error}") from None
+    defaults: dict = {}
+    if description.get("classes"):
+        defaults["classes"] = list(description["classes"])
+    if description.get("distance") is False:
+        defaults["model"] = {"distance": False}
+    return defaults
+
+
 def resolve_config(format_name: str | None, preset_name: str | None, toml_path: str | None,
                    overrides: list[str], data: str | None) -> TrainConfig:
-    """Preset -> TOML file -> command-line overrides; then the model is fitted to the features."""
+    """Preset -> the dataset's own settings (dataset.json) -> TOML file -> command-line
+    overrides; then the model is fitted to the features and classes."""
     toml_values = load_toml(toml_path) if toml_path else {}
     preset_name = preset_name or toml_values.get("preset", "default")
     format_name = format_name or toml_values.get("format", "foa")
     if preset_name not in TRAINING_PRESETS:
         raise SeldError(f"unknown preset {preset_name!r}; presets: {', '.join(TRAINING_PRESETS)}")
-    config = TrainConfig(
-        format=format_name, preset=preset_name,
-        features=FeatureConfig(name=default_front_end(preset_name, format_name)),
-        model=model_preset(preset_name),
-    )
-    config = apply_overrides(config, TRAINING_PRESETS[preset_name], "preset")
-    config = apply_overrides(config, {k: v for k, v in toml_values.items() if k not in ("preset", "format")}, str(toml_path))
-    config = apply_overrides(config, overrides)
-    if data:
-        config = dataclasses.replace(config, data=data)
+
+    def build(dataset: dict) -> TrainConfig:
+        config = TrainConfig(
+            format=format_name, preset=preset_name,
+            features=FeatureConfig(name=default_front_end(preset_name, format_name)),
+            model=model_preset(preset_name),
+        )
+        config = apply_overrides(config, TRAINING_PRESETS[preset_name], "preset")
+        config = apply_overrides(config, dataset, "dataset.json")
+        config = apply_overrides(config, {k: v for k, v in toml_values.items() if k not in ("preset", "format")},
+                                 str(toml_path))
+        config = apply_overrides(config, overrides)
+        return dataclasses.replace(config, data=data) if data else config
+
+    config = build({})
     if not config.data:
         raise SeldError("no dataset: pass --data DIR (or data=DIR)")
+    config = build(dataset_defaults(config.data))
     channels, bins = feature_shape(config.features, array_for_format(config.format).num_channels)
     model = dataclasses.replace(config.model, input_channels=channels, input_bins=bins, num_classes=len(config.classes))
     return dataclasses.replace(config, model=model)

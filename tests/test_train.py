@@ -137,3 +137,14 @@ def test_distributed_data_parallel_through_torchrun(tmp_path):
     assert result.stdout.count("trained 2 epochs") == 1
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert len(rows) == 2
+
+
+def test_dataset_json_sets_classes_and_distance(tmp_path):
+    from seld.train import resolve_config
+
+    (tmp_path / "dataset.json").write_text(json.dumps({"classes": ["dog", "cat", "bird"], "distance": False}))
+    config = resolve_config("foa", "tiny", None, [], str(tmp_path))
+    assert config.classes == ("dog", "cat", "bird") and config.model.num_classes == 3
+    assert config.model.distance is False
+    config = resolve_config("foa", "tiny", None, ["model.distance=true"], str(tmp_path))
+    assert config.model.distance is True  # the command line has the last word
