@@ -26,6 +26,11 @@ def load_engine(args):
 
 
 def live_command(args) -> int:
+    with _sigterm_as_interrupt():  # from the start: SIGTERM while the model loads is an interrupt too
+        return _live(args)
+
+
+def _live(args) -> int:
     if args.input and args.device:
         raise SeldError("--input and --device: give one source, a recording or a device")
     if args.input:
@@ -68,11 +73,18 @@ def live_command(args) -> int:
             recorder.discard()
         raise
     providers = ", ".join(getattr(engine, "providers", [])) or "?"
-    print(f"seld live: {model_name} on {providers}; {source.name} at {source.rate} Hz; "
-          + ("plays to its end (Ctrl-C stops)" if source.kind == "file" else "Ctrl-C stops"),
-          file=sys.stderr, flush=True)
 
-    outcome = run_live(engine, source, displays, recorder)
+    def started():
+        print(f"seld live: {model_name} on {providers}; {source.name} at {source.rate} Hz; "
+              + ("plays to its end (Ctrl-C stops)" if source.kind == "file" else "Ctrl-C stops"),
+              file=sys.stderr, flush=True)
+
+    try:
+        outcome = run_live(engine, source, displays, recorder, on_started=started)
+    except BaseException:
+        if recorder is not None and recorder.handle is not None:
+            recorder.close()
+        raise
     stats = outcome["stats"]
     if stats["overflows"]:
         print(f"seld live: {stats['overflows']} overflows: {stats['input_overflows']} reported by the device, "
@@ -125,10 +137,11 @@ def _no_interrupts():
             signal.signal(s, handler)
 
 
-def run_live(engine, source, displays: list, recorder: Recorder | None = None) -> dict:
+def run_live(engine, source, displays: list, recorder: Recorder | None = None, on_started=None) -> dict:
     """Run until the source ends, fails, or Ctrl-C/SIGTERM; returns {"stats", "ending",
     "failure" (a message or None), "recorded" (the saved path or None)}. Never raises for
-    those endings; an error inside the engine thread is raised after the wind-up."""
+    those endings; an error inside the engine thread is raised after the wind-up.
+    `on_started()` is called once audio is flowing in."""
     block_samples = int(round(source.rate * BLOCK_S))
     blocks = BlockQueue(source.channels, block_samples, math.ceil(QUEUE_S / BLOCK_S))
     loop = LiveLoop(engine, source, blocks, displays, recorder)
@@ -137,6 +150,8 @@ def run_live(engine, source, displays: list, recorder: Recorder | None = None) -
         try:
             loop.start()
             source.start(blocks)
+            if on_started is not None:
+                on_started()
             while loop.is_alive():
                 loop.join(0.2)
         except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from seld.audio import StreamingResampler
 from seld.realtime.capture import BlockQueue
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,6 @@ class LiveLoop:
     """Runs `engine.stream()` on the blocks of `blocks` in a thread of its own."""
 
     def __init__(self, engine, source, blocks: BlockQueue, displays: list[Display], recorder=None):
-        from seld.audio import StreamingResampler
-
         self.engine = engine
         self.source = source
         self.blocks = blocks
