@@ -379,6 +379,8 @@ def train_command(args) -> int:
         config = resolve_config(args.format, args.preset, args.config, args.overrides, args.data)
         checkpoint = None
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(".*.pt.*"):  # a checkpoint being written when the run was killed
+        stale.unlink()
     write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
     row = train(config, run_dir, checkpoint)
     if not row:  # a torchrun worker other than rank 0: it keeps no log
