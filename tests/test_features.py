@@ -301,6 +301,30 @@ def test_onnx_export_matches_torch(tmp_path):
         (exported,) = session.run(None, {"real": real, "imag": imag})
         front_end.dft = "auto"
         assert max_difference(name, exported, features_of_batch(front_end, audio)) <= 1e-4, name
+    # The streaming step, state in and out, pushed through 100 ms chunks.
+    front_end = make_front_end("foa_logmel_iv", FOA)
+    front_end.dft = "matmul"
+    path = tmp_path / "step.onnx"
+    torch.onnx.export(_Step(front_end), (torch.zeros(1, 4, 2400), front_end.initial_state(1)), str(path), dynamo=False,
+                      opset_version=17, input_names=["chunk", "state"], output_names=["features", "state_out"],
+                      dynamic_axes={"chunk": {0: "batch", 2: "samples"}, "state": {0: "batch"},
+                                    "features": {0: "batch", 2: "frames"}, "state_out": {0: "batch"}})
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    state, parts = np.zeros((2, front_end.state_size), np.float32), []
+    for start in range(0, foa.shape[-1], 2400):
+        part, state = session.run(None, {"chunk": foa[..., start:start + 2400], "state": state})
+        parts.append(part)
+    front_end.dft = "auto"
+    assert max_difference("foa_logmel_iv", np.concatenate(parts, axis=2), features_of_batch(front_end, foa)) <= 1e-4
+
+
+class _Step(torch.nn.Module):
+    def __init__(self, front_end):
+        super().__init__()
+        self.front_end = front_end
+
+    def forward(self, chunk: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.front_end.step(chunk, state)
 
 
 def features_of_batch(front_end, audio: np.ndarray) -> np.ndarray:
