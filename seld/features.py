@@ -15,9 +15,12 @@ Every front end is the same two stages:
 samples of each channel, channel-major, zeros at the start) -> (features of the chunk's k frames,
 new state).
 
-On a CPU in eager mode (no autograd), long inputs go through a block of frames at a time so that
-the working set stays in the L2 cache: these front ends are memory-bound, and this is several
-times faster than whole-tensor ops. The numbers are those of the whole-tensor path (tested).
+On a CPU in eager mode (inputs not requiring grad), long inputs go through a block of frames at a
+time so that the working set stays in cache (these front ends are memory-bound), and the
+elementwise work runs as numpy ufuncs on the complex spectrum (SIMD abs and arctan2, no separate
+real and imaginary copies): 5-10x faster than whole-tensor torch ops on a 2-core machine. The
+numbers are those of the whole-tensor torch path, which is what runs on GPUs and what exports
+(tested against each other).
 
 The four front ends, at the defaults (24 kHz, hop 480, window 960, FFT 1024, 64 mel bands):
 - ``stft`` (SELDnet): magnitude (scaled as SELDnet's norm="ortho" FFT) then phase of every
@@ -70,8 +73,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Rows (batch x channels-or-pairs x frames) of one block: a [rows, 513] float32 tensor is
-# <= 512 KiB, so a block's tensors stay in a 2 MiB L2 cache.
+# Rows (batch x channels-or-pairs x frames) of one block on the CPU: few enough that a block's
+# arrays stay in cache, enough that per-call overheads do not show (256-1024 measured alike).
 _BLOCK_ROWS = 512
 _MEL_GROUPS = 4  # the mel bank as 4 dense bands of 16 filters: ~4x fewer multiply-adds
 _DB = 10.0 / math.log(10.0)
