@@ -18,11 +18,14 @@ from seld.realtime.loop import LiveLoop
 
 
 def load_engine(args):
+    """The model on ONNX Runtime's CPU provider: one stream's step is launch-bound on a GPU
+    (DESIGN.md: ~0.1-0.3 ms there against ~0.3 ms on one CPU thread), which pays off only
+    when many streams are batched, and the CPU is always there."""
     from seld.engine import Engine
 
     if args.model:
-        return Engine(args.model, device="auto", purpose="stream")
-    return Engine.default(args.format, device="auto", purpose="stream")
+        return Engine(args.model, device="cpu", purpose="stream")
+    return Engine.default(args.format, device="cpu", purpose="stream")
 
 
 def live_command(args) -> int:

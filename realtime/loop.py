@@ -75,17 +75,22 @@ class LiveLoop:
         self.last_arrival = self.started
         self.stalled = False
         self.reported_overflows = 0
+        self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="seld-engine", daemon=True)
 
     def start(self) -> None:
         self.started = self.last_arrival = time.monotonic()
         self.thread.start()
 
-    def join(self, timeout: float | None = None) -> None:
-        self.thread.join(timeout)
+    # An Event, not Thread.join: in Python 3.11 a KeyboardInterrupt that lands inside
+    # Thread.join can leave a running thread marked as stopped (the bpo-45274 handling
+    # releases the thread's own lock), and the process would then exit under it.
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to finish; True once it has."""
+        return self.done.wait(timeout)
 
     def is_alive(self) -> bool:
-        return self.thread.is_alive()
+        return not self.done.is_set()
 
     def stats(self) -> dict:
         def ms(value):
@@ -122,6 +127,8 @@ class LiveLoop:
             self._finish()
         except BaseException as error:  # handed to the main thread, which ends cleanly
             self.error = error
+        finally:
+            self.done.set()
 
     def _block(self, block: np.ndarray, arrival: float) -> None:
         self.last_arrival = arrival

@@ -276,6 +276,12 @@ def test_interrupt_ends_cleanly_and_finalizes_the_recording(tmp_path):
     assert outcome["ending"] == "stopped" and outcome["failure"] is None
     recorded, _ = soundfile.read(tmp_path / "rec.wav", always_2d=True)
     assert 0.4 * RATE < len(recorded) < 1.5 * RATE
+    # The engine thread is really gone (the process must not exit under it), whatever
+    # Thread.is_alive says after an interrupted join.
+    deadline = time.monotonic() + 1
+    while any(t.name == "seld-engine" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "seld-engine" for t in threading.enumerate())
 
 
 def test_sigterm_ends_like_ctrl_c(tmp_path):

@@ -139,6 +139,7 @@ class PipeWriter:
         # against a microphone, whose block is complete only at its end).
         self.server = server
         self.scene: np.ndarray | None = None
+        self.repeat = False
         self.scene_start: float | None = None  # time.monotonic() when the scene's first block went in
         self.scene_done = threading.Event()
         self.stopping = threading.Event()
@@ -149,8 +150,9 @@ class PipeWriter:
         self.thread.start()
         return self
 
-    def play(self, scene: np.ndarray) -> None:
+    def play(self, scene: np.ndarray, repeat: bool = False) -> None:
         self.scene_done.clear()
+        self.repeat = repeat
         self.scene = np.ascontiguousarray(scene, np.float32)
 
     def stop(self) -> None:
@@ -176,8 +178,10 @@ class PipeWriter:
                     block = scene[position : position + self.BLOCK]
                     position += len(block)
                     if position >= len(scene):
-                        self.scene, position = None, 0
-                        self.scene_done.set()
+                        position = 0
+                        if not self.repeat:
+                            self.scene = None
+                            self.scene_done.set()
                 else:
                     block = silence
                 os.write(descriptor, block.tobytes())
