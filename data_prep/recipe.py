@@ -23,7 +23,7 @@ from pathlib import Path
 SOUND_PACKAGES = "lmms-common,sonic-pi-samples,lomiri-sounds,minetest-data,sound-theme-freedesktop"
 SYNTH = ["--format", "both", "--minutes", "60", "--rooms", "12", "--seed", "7", "--procedural-share", "0.5",
          "--workers", "2"]
-TRAIN = ["--preset", "default", "batch_size=16", "epochs=45", "threads=1", "workers=1"]
+TRAIN = ["--preset", "default", "batch_size=8", "epochs=40", "threads=1", "workers=1"]
 
 
 def seld(*arguments: str) -> None:
