@@ -15,6 +15,7 @@ Every step skips what is already done.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,72 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------- model card
+
+def score_package(model: Path, test_sets: dict[str, Path], format_name: str, work: Path) -> dict:
+    """DCASE 2024 (micro, macro) and 2023 (macro) scores of a package on each test set:
+    {test name: {variant: metrics}}; annotation through the package itself (ONNX Runtime)."""
+    from seld.annotate import annotate_file, find_jobs, write_outputs
+    from seld.audio import read_audio
+    from seld.engine import Engine
+    from seld.metrics import evaluate_folders
+
+    engine = Engine(model, "cpu", "batch")
+    scores = {}
+    for name, root in test_sets.items():
+        predictions = work / f"predictions_{format_name}_{name}"
+        for job in find_jobs([str(root / f"{format_name}_dev")], predictions):
+            audio = read_audio(job.source, engine.sample_rate, engine.num_channels)[0]
+            write_outputs(engine, job, annotate_file(engine, audio, False), audio.shape[1] / engine.sample_rate, False)
+        references = root / "metadata_dev"
+        scores[name] = {}
+        for variant, (metrics, average) in {"2024 micro": ("dcase2024", "micro"), "2024 macro": ("dcase2024", "macro"),
+                                             "2023 macro": ("dcase2023", "macro")}.items():
+            result = evaluate_folders(references, predictions, metrics, average, None, len(engine.class_names))
+            scores[name][variant] = {k: round(float(v), 4) for k, v in result.metrics.items()}
+    return scores
+
+
+def write_card(model: Path, scores: dict, test_descriptions: dict[str, str], training: dict) -> None:
+    """Put the test scores into seld.json and write the model card (README.md)."""
+    info = json.loads((model / "seld.json").read_text())
+    info["metrics"]["test"] = {name: {"data": test_descriptions[name], **variants} for name, variants in scores.items()}
+    info["training"].update(training)
+    (model / "seld.json").write_text(json.dumps(info, indent=1) + "\n")
+    fmt = info["format"]
+    lines = [
+        f"# seld default model: {fmt.upper()}",
+        "",
+        f"Causal (streams 100 ms at a time) CRNN, the `default` preset: multi-ACCDOA with 3 tracks and distance, "
+        f"{len(info['classes'])} classes (the STARSS23 set), {info['num_channels']} channels at "
+        f"{info['sample_rate']} Hz, {'FOA (ACN/SN3D)' if fmt == 'foa' else 'the tetrahedral MIC array'}, front end "
+        f"`{info['front_end']['name']}`.",
+        "",
+        "## Data",
+        "",
+        training["data_description"],
+        "",
+        "## Training",
+        "",
+        training["training_description"],
+        "",
+        "## Metrics on held-out data",
+        "",
+        "Annotated through this package (ONNX Runtime, CPU), scored with `seld evaluate` (the official DCASE "
+        "computations; 20 degrees, relative distance 1.0).",
+        "",
+        "| test data | variant | ER | F | AngE / LE | DistE (m) | RelDistE | LR | SELD |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, variants in scores.items():
+        for variant, m in variants.items():
+            cells = [m.get("ER"), m.get("F"), m.get("AngE", m.get("LE")), m.get("DistE"), m.get("RelDistE"),
+                     m.get("LR"), m.get("SELD")]
+            text = " | ".join("-" if v is None else f"{v:.3f}" for v in cells)
+            lines.append(f"| {name} | {variant} | {text} |")
+    lines += [""] + [f"- **{name}**: {text}" for name, text in test_descriptions.items()]
+    lines += ["", "## Limits", "", training["limits"], "", "## Reproduce", "", "```sh",
+              f"python -m seld.data_prep.recipe {fmt} --out runs/recipe", "```", ""]
+    (model / "README.md").write_text("\n".join(lines))
