@@ -278,6 +278,9 @@ class Recorder:
         except OSError as error:
             raise SeldError(f"--record {self.path}: cannot write in {self.path.parent} ({error.strerror})") from None
         os.close(descriptor)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
         self.temporary = Path(temporary)
         self.sample_rate = sample_rate
         self.channels = channels

@@ -84,10 +84,15 @@ class TerminalView:
             self._draw(stats)
 
     def _draw(self, stats: dict) -> None:
-        width = shutil.get_terminal_size((100, 24)).columns
+        width, height = shutil.get_terminal_size((100, 24))
         lines = [f"seld live — {self.model_name} — {stats['source']} — {self.time_s:.1f} s"
                  + ("  (no audio)" if stats.get("stalled") else "")]
-        lines += [f"  {format_event(e)}" for e in self.events] or ["  (no active events)"]
+        # The view must fit the screen: the cursor cannot move up past its top.
+        room = max(1, height - 3 - len(self.messages))
+        shown = self.events if len(self.events) <= room else self.events[: room - 1]
+        lines += [f"  {format_event(e)}" for e in shown] or ["  (no active events)"]
+        if len(shown) < len(self.events):
+            lines.append(f"  … {len(self.events) - len(shown)} more")
         lines.append(f"  {format_stats(stats)}")
         lines += [f"  {message}" for message in self.messages]
         text = "".join(f"{line[: width - 1]}\x1b[K\n" for line in lines)

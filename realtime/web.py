@@ -8,6 +8,7 @@ engine does not slow down.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 CLIENT_QUEUE = 64  # frames a page may lag behind before it loses some
 KEEPALIVE_S = 10.0
+HISTORY_FRAMES = 300  # the page's timeline: 30 s of label frames
 
 
 class WebView:
@@ -29,6 +31,7 @@ class WebView:
     def __init__(self, port: int, info: dict, host: str = "127.0.0.1"):
         self.info = info
         self.clients: set[queue.Queue] = set()
+        self.history: collections.deque[bytes] = collections.deque(maxlen=HISTORY_FRAMES)
         self.clients_lock = threading.Lock()
         self.closing = False
         self.last_stats: dict = {}
@@ -78,9 +81,10 @@ class WebView:
         handler.end_headers()
         mailbox: queue.Queue = queue.Queue(CLIENT_QUEUE)
         with self.clients_lock:
+            backlog = list(self.history)  # a page opened mid-run starts with a full timeline
             self.clients.add(mailbox)
         try:
-            handler.wfile.write(b"retry: 1000\n\n")
+            handler.wfile.write(b"retry: 1000\n\n" + b"".join(backlog))
             handler.wfile.flush()
             while not self.closing:
                 try:
@@ -97,8 +101,10 @@ class WebView:
             with self.clients_lock:
                 self.clients.discard(mailbox)
 
-    def _publish(self, message: bytes | None) -> None:
+    def _publish(self, message: bytes | None, keep: bool = False) -> None:
         with self.clients_lock:
+            if keep:
+                self.history.append(message)
             clients = list(self.clients)
         for mailbox in clients:
             try:
@@ -108,7 +114,8 @@ class WebView:
 
     def frame(self, frame: dict, stats: dict) -> None:
         self.last_stats = stats
-        self._publish(b"event: frame\ndata: " + json.dumps({"frame": frame, "stats": stats}).encode() + b"\n\n")
+        self._publish(b"event: frame\ndata: " + json.dumps({"frame": frame, "stats": stats}).encode() + b"\n\n",
+                      keep=True)
 
     def idle(self, stats: dict) -> None:
         self.last_stats = stats

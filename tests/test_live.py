@@ -16,6 +16,7 @@ import threading
 import time
 import tracemalloc
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,6 +98,18 @@ class LoudnessEngine:
 
     def stream(self) -> LoudnessStream:
         return LoudnessStream(self)
+
+
+# `seld` itself, with the stand-in engine in place of a model: python -c STAND_IN live ...
+STAND_IN = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_live import LoudnessEngine
+import seld.realtime.live
+seld.realtime.live.load_engine = lambda args: LoudnessEngine()
+from seld.cli import cli
+sys.exit(cli(sys.argv[1:]))
+"""
 
 
 class Collect:
@@ -372,8 +385,10 @@ def test_web_view_serves_the_page_and_streams_frames(tmp_path):
     assert response.status == 404
 
     received: list[dict] = []
+    late: list[dict] = []
 
-    def listen():
+    def listen(received=received, delay=0.0):
+        time.sleep(delay)
         events = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         events.request("GET", "/events")
         response = events.getresponse()
@@ -390,10 +405,15 @@ def test_web_view_serves_the_page_and_streams_frames(tmp_path):
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
+    late_listener = threading.Thread(target=listen, kwargs={"received": late, "delay": 1.5}, daemon=True)
+    late_listener.start()
     time.sleep(0.3)  # connected before the first frame
     run_live(LoudnessEngine(), FileSource(path, 4, None), [web])
     listener.join(timeout=5)
-    assert not listener.is_alive()
+    late_listener.join(timeout=5)
+    assert not listener.is_alive() and not late_listener.is_alive()
+    # A page opened mid-run gets the frames so far first, for its timeline.
+    assert [r["frame"]["frame"] for r in late if r["kind"] == "frame"] == list(range(20))
     frames = [r["frame"] for r in received if r["kind"] == "frame"]
     assert [f["frame"] for f in frames] == list(range(20))
     assert frames[10]["events"][0]["azimuth"] == 90.0
@@ -435,6 +455,25 @@ def test_live_errors_name_the_file(tmp_path):
     assert result.returncode == 1 and "give one source" in result.stderr
 
 
+def test_a_closed_output_pipe_ends_the_run_quietly(tmp_path):
+    """`seld live --json | head -1`: the reader goes away; seld stops without a traceback
+    and keeps what it recorded."""
+    path = tmp_path / "in.wav"
+    tone_file(path, RATE, 4, loud_channel=0, seconds=20)
+    process = subprocess.Popen([sys.executable, "-c", STAND_IN, "live", "--input", path, "--json",
+                                "--record", tmp_path / "rec.wav"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()
+    assert json.loads(first)["frame"] == 0
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert "output closed" in stderr and "Traceback" not in stderr and "Exception ignored" not in stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "rec.wav").stat().st_mode & 0o777 == 0o666 & ~umask  # like any file the user writes
+
+
 def test_live_plays_a_recording_through_the_model(tiny_model_package, tmp_path):
     """`seld live --input --json --stats --record` with a real model: one frame object per
     100 ms, DESIGN.md's keys, real speed, latency printed, the raw input saved."""
@@ -459,3 +498,19 @@ def test_live_plays_a_recording_through_the_model(tiny_model_package, tmp_path):
     assert "latency p50" in result.stderr and "p99" in result.stderr
     recorded, _ = soundfile.read(tmp_path / "rec.wav", dtype="float32", always_2d=True)
     np.testing.assert_array_equal(recorded, audio)
+
+
+def test_terminal_view_fits_the_screen(monkeypatch):
+    monkeypatch.setenv("LINES", "8")
+    monkeypatch.setenv("COLUMNS", "60")
+    out = FakeTerminal()
+    view = TerminalView("stand-in", ["tone"], out)
+    events = [{"class": 0, "class_name": f"class {k}", "track": 0, "azimuth": 10.0 * k, "elevation": 0.0,
+               "distance_m": None, "confidence": 0.5} for k in range(12)]
+    stats = {"source": "s", "latency_ms": None, "latency_p50_ms": None, "latency_p99_ms": None,
+             "overflows": 0, "provider": "p", "stalled": False}
+    view.frame({"frame": 0, "time_s": 0.0, "events": events}, stats)
+    view.close(stats)
+    drawing = out.getvalue().split("\x1b[J")[-1].splitlines()
+    assert len(drawing) <= 7 and "… 8 more" in drawing[-2]
+    assert all(len(line.replace("\x1b[K", "")) < 60 for line in drawing)

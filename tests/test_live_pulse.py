@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from test_live import Collect, LoudnessEngine
+from test_live import STAND_IN, Collect, LoudnessEngine
 
 RATE = 24_000
 # aux0..auxN come out silent through the ALSA plugin: name real positions, in ALSA's order.
@@ -461,17 +461,6 @@ def angular_distance(azimuth_a, elevation_a, azimuth_b, elevation_b) -> float:
     b = np.radians([azimuth_b, elevation_b])
     cosine = np.sin(a[1]) * np.sin(b[1]) + np.cos(a[1]) * np.cos(b[1]) * np.cos(a[0] - b[0])
     return float(np.degrees(np.arccos(np.clip(cosine, -1, 1))))
-
-
-STAND_IN = f"""
-import sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_live import LoudnessEngine
-import seld.realtime.live
-seld.realtime.live.load_engine = lambda args: LoudnessEngine()
-from seld.cli import cli
-sys.exit(cli(sys.argv[1:]))
-"""
 
 
 class LiveProcess:
