@@ -514,3 +514,43 @@ def test_terminal_view_fits_the_screen(monkeypatch):
     drawing = out.getvalue().split("\x1b[J")[-1].splitlines()
     assert len(drawing) <= 7 and "… 8 more" in drawing[-2]
     assert all(len(line.replace("\x1b[K", "")) < 60 for line in drawing)
+
+
+def test_web_view_on_a_busy_port_says_so():
+    from seld.realtime.web import WebView
+
+    first = WebView(0, {"class_names": []})
+    port = first.server.server_address[1]
+    try:
+        with pytest.raises(SeldError, match=f"--web {port}: cannot listen on 127.0.0.1:{port}"):
+            WebView(port, {"class_names": []})
+    finally:
+        first.close({})
+
+
+def test_engine_loop_memory_stays_flat(tiny_model_package):
+    """Thousands of frames through the loop with the real engine: what the loop and the
+    stream hold does not grow with the length of the run (events that never end included)."""
+    from seld.engine import Engine
+    from seld.realtime.loop import LiveLoop
+
+    engine = Engine(tiny_model_package, device="cpu", purpose="stream")
+
+    class Source:
+        name, rate, channels = "noise", engine.sample_rate, list(range(engine.num_channels))
+
+    loop = LiveLoop(engine, Source(), BlockQueue(Source.channels, 2400, 4), [Collect()])
+    loop.displays = []  # Collect would keep every frame
+    rng = np.random.default_rng(0)
+    blocks = [(0.3 * rng.standard_normal((engine.num_channels, 2400))).astype(np.float32) for _ in range(8)]
+    tracemalloc.start()
+    try:
+        for index in range(1500):
+            loop._block(blocks[index % len(blocks)], time.monotonic())
+            if index == 300:
+                settled, _ = tracemalloc.get_traced_memory()
+        grown = tracemalloc.get_traced_memory()[0] - settled
+    finally:
+        tracemalloc.stop()
+    assert loop.frames == 1500
+    assert grown < 100_000, f"{grown} bytes more after 1200 frames"
