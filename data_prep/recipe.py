@@ -140,18 +140,20 @@ def score_package(model: Path, test_sets: dict[str, tuple[Path, Path]], format_n
     """DCASE 2024 (micro, macro) and 2023 (macro) scores of a package on each test set
     (name -> (audio folder, reference folder)): {test name: {variant: metrics}}; annotation
     through the package itself (ONNX Runtime)."""
-    from seld.annotate import annotate_file, find_jobs, write_outputs
     from seld.audio import read_audio
+    from seld.decode import assign_tracks
     from seld.engine import Engine
     from seld.metrics import evaluate_folders
+    from seld.outputs import write_csv
 
     engine = Engine(model, "cpu", "batch")
     scores = {}
     for name, (audio_folder, references) in test_sets.items():
         predictions = work / f"predictions_{format_name}_{name}"
-        for job in find_jobs([str(audio_folder)], predictions):
-            audio = read_audio(job.source, engine.sample_rate, engine.num_channels)[0]
-            write_outputs(engine, job, annotate_file(engine, audio, False), audio.shape[1] / engine.sample_rate, False)
+        for path in sorted(audio_folder.rglob("*.wav")):
+            audio = read_audio(path, engine.sample_rate, engine.num_channels)[0]
+            detections = assign_tracks(engine.detections(audio))
+            write_csv(predictions / path.relative_to(audio_folder).with_suffix(".csv"), detections, engine.has_distance)
         scores[name] = {}
         for variant, (metrics, average) in {"2024 micro": ("dcase2024", "micro"), "2024 macro": ("dcase2024", "macro"),
                                              "2023 macro": ("dcase2023", "macro")}.items():
@@ -198,6 +200,14 @@ def write_card(model: Path, scores: dict, test_descriptions: dict[str, str], tra
             text = " | ".join("-" if v is None else f"{v:.3f}" for v in cells)
             lines.append(f"| {name} | {variant} | {text} |")
     lines += [""] + [f"- **{name}**: {text}" for name, text in test_descriptions.items()]
+    threshold = info["thresholds"]
+    lines += ["", f"Activity threshold {threshold['activity']} (ACCDOA vector norm), chosen on `dev-val` by DCASE "
+              f"2024 macro SELD among {', '.join(threshold.get('calibration', {}).get('scores', {}))}."]
+    micro = scores.get("dev-test", {}).get("2024 micro")
+    if micro:
+        met = micro["F"] >= 0.75 and micro["AngE"] <= 12 and micro["LR"] >= 0.8
+        lines += ["", f"Targets on held-out rooms (2024 micro: F >= 0.75, AngE <= 12 degrees, LR >= 0.80): "
+                  f"{'met' if met else 'not met'} (F {micro['F']:.3f}, AngE {micro['AngE']:.1f}, LR {micro['LR']:.3f})."]
     lines += ["", "## Limits", "", training["limits"], "", "## Reproduce", "", "```sh",
               f"python -m seld.data_prep.recipe {fmt} --out runs/recipe", "```", ""]
     (model / "README.md").write_text("\n".join(lines))
