@@ -1,31 +1,40 @@
 """`seld annotate`: many audio files in; DCASE CSV, events JSON and plots out.
 
-A broken file is reported and skipped, the others go on; outputs of a folder input
-mirror each file's path relative to that folder. Files are read (and resampled) in
-worker threads while the engine runs, so reading overlaps inference.
+Inputs are files, folders (searched recursively) and glob patterns (expanded here when the
+shell did not); outputs mirror each file's path relative to its folder (or to the pattern's
+fixed leading folders) under --out. Every file is read in blocks (resampled block-wise) by
+reader threads ahead of the engine, so reading overlaps inference and memory does not grow
+with a file's length (causal models; a non-causal model needs each file whole). The engine
+runs several files per ONNX Runtime call and one such loop per core (seld.engine); outputs
+are decoded and tracked as they come. A broken file is reported and skipped, the others go
+on; outputs are written whole or not at all, and a rerun skips files already done.
 """
 
 from __future__ import annotations
 
+import glob
+import itertools
 import logging
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from seld import SeldError
-from seld.audio import read_audio
-from seld.decode import Detection, assign_tracks, track_events
+from seld.audio import audio_info, iter_audio_blocks
 from seld.engine import Engine
-from seld.outputs import write_csv, write_events_json, write_plot
+from seld.outputs import FileOutputs
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
+READ_BLOCK_S = 10.0  # seconds per block read from a file
+STREAM_BLOCK = 4800  # samples per block pushed with --streaming (200 ms, as a sound card would)
 
 
 @dataclass(frozen=True)
@@ -34,50 +43,194 @@ class Job:
     output_stem: Path  # OUT/relative/path/NAME, without suffix
 
 
-def find_jobs(inputs: list[str], out_dir: Path) -> list[Job]:
-    """Audio files of the inputs; a folder's files keep their relative paths under `out_dir`."""
-    jobs = []
-    for item in map(Path, inputs):
+@dataclass
+class _Progress:
+    """One file on its way: its header, samples read, outputs being written."""
+
+    job: Job
+    rate: int
+    frames: int  # at the file's own rate
+    samples: int = 0  # read, at the model's rate
+    output_frames: int = 0
+    outputs: FileOutputs | None = None  # being written
+    failed: str | None = None  # why its outputs could not be written
+    reported_s: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.rate
+
+
+def _has_magic(text: str) -> bool:
+    return any(character in text for character in "*?[")
+
+
+def _glob_base(pattern: str) -> Path:
+    """The pattern's leading folders without wildcards: outputs mirror paths relative to it."""
+    return Path(*itertools.takewhile(lambda part: not _has_magic(part), Path(pattern).parts[:-1]))
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str]]:
+    """Audio files of the inputs (files, folders searched recursively, glob patterns) and the
+    problems of inputs that name nothing. A folder's files keep their relative paths under
+    `out_dir`, a pattern's their paths relative to its leading folders without wildcards."""
+    jobs, problems = [], []
+    for text in map(str, inputs):
+        item = Path(text)
         if item.is_dir():
-            for path in sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
-                jobs.append(Job(path, out_dir / path.relative_to(item).with_suffix("")))
+            jobs += [Job(path, out_dir / path.relative_to(item).with_suffix("")) for path in _audio_files(item)]
+        elif item.exists() or not _has_magic(text):
+            jobs.append(Job(item, out_dir / item.stem))  # a missing file is reported when it is opened
         else:
-            jobs.append(Job(item, out_dir / item.stem))  # a missing file is reported when it is read
-    stems = [job.output_stem for job in jobs]
+            base = _glob_base(text)
+            matches = sorted(Path(match) for match in glob.glob(text, recursive=True))
+            found = []
+            for match in matches:
+                if match.is_dir():
+                    found += [Job(path, out_dir / path.relative_to(base).with_suffix(""))
+                              for path in _audio_files(match)]
+                elif match.suffix.lower() in AUDIO_SUFFIXES:
+                    found.append(Job(match, out_dir / match.relative_to(base).with_suffix("")))
+            if not found:
+                problems.append(f"{text}: matches no audio file")
+            jobs += found
+    unique = list(dict.fromkeys(jobs))  # a file named twice (a pattern and its folder) is done once
+    stems = [job.output_stem for job in unique]
     if len(set(stems)) != len(stems):
         duplicate = next(s for s in stems if stems.count(s) > 1)
         raise SeldError(f"{duplicate}: two inputs would write the same outputs; give their folder instead")
-    return jobs
+    return unique, problems
 
 
-def annotate_file(engine: Engine, audio: np.ndarray, streaming: bool, block_samples: int = 4800) -> list[Detection]:
-    """Tracked detections of a whole signal, offline or through the streaming path."""
-    if not streaming:
-        return assign_tracks(engine.detections(audio))
-    stream = engine.stream()
-    detections = []
-    for start in range(0, audio.shape[1], block_samples):
-        for frame in stream.push(audio[:, start : start + block_samples]):
-            detections.extend(frame.detections)
-    for frame in stream.flush():
-        detections.extend(frame.detections)
-    return detections
-
-
-def write_outputs(engine: Engine, job: Job, detections: list[Detection], duration_s: float, plot: bool) -> None:
-    stem = job.output_stem
-    write_csv(stem.with_suffix(".csv"), detections, engine.has_distance)
-    events = track_events(detections, engine.class_names)
-    write_events_json(stem.with_suffix(".json"), job.source, engine.name, engine.sample_rate, duration_s, events)
-    if plot:
-        write_plot(stem.with_suffix(".png"), detections, engine.class_names, duration_s, str(job.source))
-
-
-def _load(engine: Engine, job: Job) -> np.ndarray | SeldError:
+def _open_outputs(engine: Engine, progress: _Progress, plot: bool) -> FileOutputs:
     try:
-        return read_audio(job.source, engine.sample_rate, engine.num_channels)[0]
+        progress.outputs = FileOutputs(progress.job.output_stem, engine.class_names, engine.has_distance, plot)
+    except OSError as error:
+        raise SeldError(f"{progress.job.source}: cannot write its outputs ({error})") from None
+    return progress.outputs
+
+
+def _prefetched(blocks: Iterator[np.ndarray], readers: Executor, progress: _Progress) -> Iterator[np.ndarray]:
+    """The blocks, each read by a reader thread while the engine works on the one before."""
+    future = readers.submit(next, blocks, None)
+    while (block := future.result()) is not None:
+        future = readers.submit(next, blocks, None)
+        progress.samples += block.shape[1]
+        yield block
+
+
+def _blocks(engine: Engine, progress: _Progress) -> Iterator[np.ndarray]:
+    return iter_audio_blocks(progress.job.source, engine.sample_rate, engine.num_channels,
+                             block_samples=int(READ_BLOCK_S * progress.rate))
+
+
+def _annotate_streaming(engine: Engine, progress: _Progress, plot: bool) -> FileOutputs | SeldError:
+    """One file through the streaming engine, pushed in sound-card-sized blocks."""
+    try:
+        outputs = _open_outputs(engine, progress, plot)
+        stream = engine.stream(keep_events=True)
+        for block in _blocks(engine, progress):
+            progress.samples += block.shape[1]
+            for start in range(0, block.shape[1], STREAM_BLOCK):
+                frames = stream.push(block[:, start:start + STREAM_BLOCK])
+                outputs.add_tracked([d for frame in frames for d in frame.detections], stream.take_events())
+        frames = stream.flush()
+        outputs.add_tracked([d for frame in frames for d in frame.detections], stream.take_events())
+        return outputs
     except SeldError as error:
         return error
+
+
+class _Bar:
+    """A progress bar over hours of audio that also counts files."""
+
+    def __init__(self, files: int, seconds: float, disable: bool = False):
+        self.files, self.done = files, 0
+        self.total_h = seconds / 3600
+        self.bar = tqdm(total=max(seconds, 1e-9), desc="annotate", file=sys.stderr, dynamic_ncols=True,
+                        disable=disable,
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+        self._postfix()
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix_str(f"{self.done}/{self.files} files, {self.bar.n / 3600:.2f}/{self.total_h:.2f} h",
+                                 refresh=False)
+
+    def advance(self, seconds: float, files: int = 0) -> None:
+        self.done += files
+        self._postfix()
+        self.bar.update(seconds)
+
+    def write(self, text: str) -> None:
+        self.bar.write(text, file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@dataclass
+class Summary:
+    completed: int
+    failures: list[str]  # one reason per file, naming it
+    audio_seconds: float  # of the files completed
+    elapsed_s: float
+
+    def line(self, out_dir: Path) -> str:
+        speed = (f" ({self.audio_seconds / self.elapsed_s:.0f}x real time)"
+                 if self.elapsed_s > 0 and self.audio_seconds else "")
+        return (f"annotated {self.completed} file(s), {len(self.failures)} failed, {self.audio_seconds / 3600:.2f} h "
+                f"of audio in {self.elapsed_s:.1f} s{speed}; outputs in {out_dir}")
+
+
+def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bool = False, plot: bool = False,
+             progress_bar: bool = True) -> Summary:
+    """Annotate `jobs`, writing their outputs; a file that fails is reported (stderr) and skipped."""
+    failures: list[str] = []
+    files: list[_Progress] = []
+    for job in jobs:  # headers first: the progress bar's total, and early errors
+        try:
+            rate, channels, frames = audio_info(job.source)
+            if channels != engine.num_channels:
+                raise SeldError(f"{job.source}: has {channels} channels, the array needs {engine.num_channels}")
+            files.append(_Progress(job, rate, frames))
+        except SeldError as error:
+            failures.append(str(error))
+            print(f"skipped: {error}", file=sys.stderr)
+    bar = _Bar(len(files), sum(f.duration_s for f in files), disable=not progress_bar)
+    started = time.perf_counter()
+    completed, audio_seconds = 0, 0.0
+    try:
+        results = (_annotate_streaming_all(engine, files, plot) if streaming
+                   else _annotate_all(engine, files, readers, bar, plot))
+        for progress, outcome in results:
+            if isinstance(outcome, FileOutputs):
+                try:
+                    outcome.commit(progress.job.source, engine.name, engine.sample_rate,
+                                   progress.samples / engine.sample_rate)
+                except OSError as error:
+                    outcome = SeldError(f"{progress.job.source}: cannot write its outputs ({error})")
+            if isinstance(outcome, SeldError) and progress.outputs is not None:
+                progress.outputs.discard()
+            progress.outputs = None
+            if isinstance(outcome, SeldError):
+                failures.append(str(outcome))
+                bar.write(f"skipped: {outcome}")
+            else:
+                completed += 1
+                audio_seconds += progress.duration_s
+            bar.advance(progress.duration_s - progress.reported_s, files=1)
+            progress.reported_s = progress.duration_s
+    finally:
+        bar.close()
+        for progress in files:  # interrupted: leave nothing half-written
+            if progress.outputs is not None:
+                progress.outputs.discard()
+    return Summary(completed, failures, audio_seconds, time.perf_counter() - started)
 
 
 def annotate_command(args) -> int:
@@ -89,7 +242,9 @@ def annotate_command(args) -> int:
     if args.streaming and not engine.causal:
         raise SeldError(f"{engine.model_dir}: --streaming needs a causal model")
     out_dir = Path(args.out)
-    jobs = find_jobs(args.inputs, out_dir)
+    jobs, problems = find_jobs(args.inputs, out_dir)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
     if not args.overwrite:
         done = [job for job in jobs if job.output_stem.with_suffix(".csv").exists()
                 and job.output_stem.with_suffix(".json").exists()
@@ -97,31 +252,50 @@ def annotate_command(args) -> int:
         if done:
             print(f"skipping {len(done)} file(s) already annotated (--overwrite redoes them)")
         jobs = [job for job in jobs if job not in done]
-    failures, audio_seconds, started = [], 0.0, time.perf_counter()
-    with ThreadPoolExecutor(max(args.workers, 1)) as pool, tqdm(total=len(jobs), unit="file", desc="annotate") as bar:
-        # Read ahead a few files while the engine works on the current one.
-        loads = (pool.submit(_load, engine, job) for job in jobs)
-        pending = [next(loads, None) for _ in range(max(args.workers, 1) + 1)]
-        for job in jobs:
-            audio = pending.pop(0).result()
-            pending.append(next(loads, None))
-            if isinstance(audio, SeldError):
-                failures.append(str(audio))
-                tqdm.write(f"skipped: {audio}", file=sys.stderr)
-                bar.update()
-                continue
-            duration_s = audio.shape[1] / engine.sample_rate
-            detections = annotate_file(engine, audio, args.streaming)
-            write_outputs(engine, job, detections, duration_s, args.plot)
-            audio_seconds += duration_s
-            bar.update()
-    elapsed = time.perf_counter() - started
-    speed = f", {audio_seconds / elapsed:.0f}x real time" if elapsed > 0 and audio_seconds else ""
-    print(f"annotated {len(jobs) - len(failures)} file(s), {audio_seconds:.1f} s of audio in {elapsed:.1f} s{speed}; "
-          f"outputs in {out_dir}")
-    if failures:
-        print(f"{len(failures)} file(s) skipped:", file=sys.stderr)
-        for failure in failures:
+    summary = annotate(engine, jobs, readers=args.workers, streaming=args.streaming, plot=args.plot)
+    summary.failures[:0] = problems
+    print(summary.line(out_dir))
+    if summary.failures:
+        print(f"{len(summary.failures)} input(s) failed:", file=sys.stderr)
+        for failure in summary.failures:
             print(f"  {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _annotate_all(engine: Engine, files: list[_Progress], readers: int, bar: _Bar, plot: bool
+                  ) -> Iterator[tuple[_Progress, FileOutputs | SeldError]]:
+    """(file, its outputs ready to commit, or its error) as each file is done, offline; the bar
+    advances within long files too."""
+    with ThreadPoolExecutor(max(readers, 1), thread_name_prefix="seld-read") as pool:
+        sources = ((progress, _prefetched(_blocks(engine, progress), pool, progress)) for progress in files)
+        for progress, outputs, done in engine.outputs_of_many(sources):
+            if isinstance(outputs, SeldError):
+                if progress.outputs is not None:
+                    progress.outputs.discard()
+                yield progress, outputs
+                continue
+            try:
+                if progress.failed is None:
+                    writer = progress.outputs or _open_outputs(engine, progress, plot)
+                    writer.add(engine.decode(outputs, progress.output_frames))
+            except (SeldError, OSError) as error:  # its outputs cannot be written: the file fails
+                if progress.outputs is not None:
+                    progress.outputs.discard()
+                progress.outputs = None
+                progress.failed = str(error) if isinstance(error, SeldError) else (
+                    f"{progress.job.source}: cannot write its outputs ({error})")
+            progress.output_frames += len(outputs)
+            if done:
+                yield progress, progress.outputs if progress.failed is None else SeldError(progress.failed)
+            else:
+                seconds = min(progress.output_frames * engine.label_hop / engine.sample_rate, progress.duration_s)
+                bar.advance(seconds - progress.reported_s)
+                progress.reported_s = seconds
+
+
+def _annotate_streaming_all(engine: Engine, files: list[_Progress], plot: bool
+                            ) -> Iterator[tuple[_Progress, FileOutputs | SeldError]]:
+    """--streaming: each file through the streaming engine, one file per engine thread."""
+    with ThreadPoolExecutor(engine.parallel, thread_name_prefix="seld-stream") as pool:
+        yield from zip(files, pool.map(lambda progress: _annotate_streaming(engine, progress, plot), files))

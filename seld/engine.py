@@ -5,14 +5,23 @@ live demo start fast and stay small.
 
 The engine is always fed raw audio. The graphs begin at the STFT spectrum, which the
 host computes here with exactly the training framing (seld.spectrum); seld.json says so
-(`graph_input: "spectrum"`).
+(`graph_input: "spectrum"`): `seld bench annotate` measures this against a graph that
+begins at raw audio (a dense DFT inside the graph), which is slower.
 
 Streaming: `Engine.stream()` gives a `Stream` that takes audio blocks of any size,
 cuts them into chunks of whole label frames, runs stream.onnx with its state carried
-and yields each label frame as soon as it is complete. Offline: `Engine.outputs(audio)`
-runs a whole signal; a causal model runs it through the streaming graph in long chunks
-(so files longer than memory work and the outputs equal the stream's), other models
-through model.onnx.
+and yields each label frame as soon as it is complete.
+
+Offline: `Engine.outputs_of_many(sources)` runs many signals, each given as an iterator
+of audio blocks, so a file is read block by block and memory does not grow with its
+length. A causal model runs stream.onnx in short chunks (1 s on a CPU: the spectra and
+activations of a chunk stay in the CPU's cache), several signals per call (one batch row
+each, a row's state carried from chunk to chunk, a row taken by the next signal when its
+own ends), and on a CPU one such loop per core, each on one ONNX Runtime thread: whole
+files in parallel scale better than one graph's operators split over the cores, and
+keep scaling when other processes share the machine (`seld bench annotate` measures
+both). A non-causal model runs each signal whole through model.onnx. `outputs(audio)`,
+`outputs_from_blocks(blocks)` and the `detections` forms are the one-signal cases.
 """
 
 from __future__ import annotations
@@ -20,21 +29,31 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+import scipy.fft
 
 from seld import SeldError
 from seld.arrays import Array
-from seld.decode import Detection, EventTracker, OutputLayout, decode, frame_json
+from seld.decode import Detection, OutputLayout, decode, frame_json
+from seld.outputs import Tracker, decode_outputs
 from seld.spectrum import FeatureConfig, HostSpectrum
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-OFFLINE_CHUNK_FRAMES = 600  # label frames per offline chunk of a causal model (60 s)
+CPU_CHUNK_FRAMES = 10  # label frames per stream.onnx call offline on a CPU (1 s: see the module docstring)
+CPU_LANES = 4  # signals per call on a CPU
+GPU_CHUNK_FRAMES = 100  # a GPU wants large calls
+GPU_LANES = 32
+DECODE_FRAMES = 600  # label frames handed on at once per signal (60 s): decoding is vectorized
+_HOST_BLOCK_ROWS = 512  # frames x channels per host FFT call, as seld.spectrum's
+VECTORIZED_DECODE_FRAMES = 8  # label frames from which decode_outputs beats seld.decode.decode
 
 
 @dataclass(frozen=True)
@@ -76,22 +95,45 @@ def _providers(device: str) -> list[str]:
         if "CUDAExecutionProvider" not in available:
             raise SeldError("--device cuda: this onnxruntime has no CUDA provider (install onnxruntime-gpu)")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available and not _nvidia_gpu_present():
+        # Asking for CUDA without a GPU makes ONNX Runtime print library errors before falling back.
+        log.info("no NVIDIA GPU found: CUDA was not asked for, running on CPUExecutionProvider")
+        return ["CPUExecutionProvider"]
     return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
 
 
-def create_session(path: Path, device: str = "auto", purpose: str = "batch"):
-    """An ONNX Runtime session tuned for `purpose` ("stream": one intra-op thread, for latency;
-    "batch": all cores). Logs the providers it really got: ONNX Runtime falls back to CPU silently."""
+def _nvidia_gpu_present() -> bool:
+    return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
+
+
+def session_options(threads: int, **entries: str):
+    """SessionOptions: `threads` intra-op threads, one inter-op thread, sequential execution,
+    all graph optimizations; `entries` are ONNX Runtime config entries (e.g.
+    ``{"session.intra_op.allow_spinning": "0"}``)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
-    options.intra_op_num_threads = 1 if purpose == "stream" else (os.cpu_count() or 1)
+    options.intra_op_num_threads = threads
     options.log_severity_level = 3  # a missing CUDA library is reported below, in one line
+    for key, value in entries.items():
+        options.add_session_config_entry(key, value)
+    return options
+
+
+def create_session(path: Path, device: str = "auto", purpose: str = "batch", threads: int | None = None):
+    """An ONNX Runtime session tuned for `purpose` ("stream": one intra-op thread, for latency;
+    "batch": `threads`, all cores by default). Logs the providers it really got: ONNX Runtime
+    falls back to CPU silently."""
+    import onnxruntime
+
+    if threads is None:
+        threads = 1 if purpose == "stream" else (os.cpu_count() or 1)
     wanted = _providers(device)
     try:
-        session = onnxruntime.InferenceSession(str(path), options, providers=wanted)
+        session = onnxruntime.InferenceSession(str(path), session_options(threads), providers=wanted)
     except Exception as error:  # onnxruntime raises its own exception types
         raise SeldError(f"{path}: ONNX Runtime cannot load it: {str(error).splitlines()[0]}") from None
     got = session.get_providers()
@@ -121,7 +163,11 @@ class Frame:
 
 
 class Engine:
-    def __init__(self, model_dir: str | Path, device: str = "auto", purpose: str = "batch"):
+    def __init__(self, model_dir: str | Path, device: str = "auto", purpose: str = "batch", *,
+                 parallel: int | None = None):
+        """`purpose` "stream": one ONNX Runtime thread, for latency. "batch": all cores, as `parallel`
+        loops over the signals at once, each on cores / parallel ONNX Runtime threads (default: one
+        loop per core, one thread each; on a GPU one loop of large batches)."""
         self.info = ModelInfo.load(model_dir)
         data = self.info.data
         self.model_dir = self.info.folder
@@ -134,18 +180,32 @@ class Engine:
         self.has_distance: bool = self.layout.distance
         self.causal: bool = bool(data["causal"])
         if data["graph_input"] != "spectrum":
-            raise SeldError(f"{self.model_dir / 'seld.json'}: graph_input {data['graph_input']!r}; this seld runs 'spectrum' graphs")
+            raise SeldError(f"{self.model_dir / 'seld.json'}: graph_input {data['graph_input']!r}; "
+                            "this seld runs 'spectrum' graphs")
         self.hop: int = int(data["hop"])
         self.label_hop: int = int(data["label_hop"])
         self.state_size: int = int(data["state_size"])
         self.threshold: float = float(data["thresholds"]["activity"])
         self.merge_degrees: float = float(data["thresholds"]["merge_degrees"])
-        self.spectrum = HostSpectrum(FeatureConfig.from_dict(data["front_end"], str(self.model_dir / "seld.json")),
-                                     workers=1 if purpose == "stream" else None)
+        features = FeatureConfig.from_dict(data["front_end"], str(self.model_dir / "seld.json"))
         self.device = device
-        self.stream_session = create_session(self.model_dir / "stream.onnx", device, "stream" if purpose == "stream" else "batch")
-        self.offline_session = None if self.causal else create_session(self.model_dir / "model.onnx", device, "batch")
+        cores = os.cpu_count() or 1
+        # Threads for the CPU provider (the CUDA provider, when it is really there, ignores them).
+        if purpose == "stream":
+            self.parallel, threads = 1, 1
+        else:
+            self.parallel = max(1, min(parallel or cores, cores))
+            threads = max(1, cores // self.parallel)
+        self.spectrum = HostSpectrum(features, workers=threads)
+        self.stream_session = create_session(self.model_dir / "stream.onnx", device, purpose, threads)
+        self.offline_session = None if self.causal else create_session(self.model_dir / "model.onnx", device, purpose,
+                                                                       threads)
         self.providers: list[str] = self.stream_session.get_providers()
+        self.chunk_frames, self.lanes = CPU_CHUNK_FRAMES, CPU_LANES
+        if "CUDAExecutionProvider" in self.providers and purpose != "stream":
+            # One loop of large batches keeps a GPU busy; the host FFT gets the cores.
+            self.parallel, self.chunk_frames, self.lanes = 1, GPU_CHUNK_FRAMES, GPU_LANES
+            self.spectrum.workers = cores
 
     @classmethod
     def default(cls, format_name: str = "foa", device: str = "auto", purpose: str = "batch") -> "Engine":
@@ -155,45 +215,178 @@ class Engine:
 
     # -------------------------------------------------------------- graph calls
 
-    def _graph_inputs(self, audio_chunk: np.ndarray, spectrum_state: np.ndarray) -> tuple[dict, np.ndarray]:
-        """Inputs of one chunk [channels, samples] for the graph, and the host STFT's state after it."""
-        real, imag, new_state = self.spectrum.step(audio_chunk, spectrum_state)
-        return {"real": real[None], "imag": imag[None]}, new_state
+    def _run_whole(self, audio: np.ndarray) -> np.ndarray:
+        real, imag = self.spectrum.spectrum(audio)
+        return self.offline_session.run(["outputs"], {"real": real[None], "imag": imag[None]})[0][0]
 
-    def _run_stream(self, audio_chunk: np.ndarray, state: np.ndarray, spectrum_state: np.ndarray):
-        inputs, spectrum_state = self._graph_inputs(audio_chunk, spectrum_state)
-        inputs["state"] = state
-        outputs, state = self.stream_session.run(["outputs", "state_out"], inputs)
-        return outputs[0], state, spectrum_state
+    # -------------------------------------------------------------- offline
+
+    def outputs_of_many(self, sources: Iterable[tuple[Any, Iterable[np.ndarray]]]
+                        ) -> Iterator[tuple[Any, np.ndarray | SeldError, bool]]:
+        """Model outputs of many signals. `sources` gives (key, blocks): the blocks of one signal,
+        float32 [channels, n] of any sizes at the model's rate; it is drawn from lazily, as rows
+        of the batches free up. Yields (key, outputs [frames, output size], done) as outputs are
+        ready, in consecutive pieces per key (the last with done=True; the last label frame padded
+        with zeros), pieces of different keys interleaved; or (key, error, True) for a signal whose
+        blocks raised a SeldError (the others go on)."""
+        sources = iter(sources)
+        lock = threading.Lock()
+
+        def next_source():
+            with lock:
+                return next(sources, None)
+
+        if self.parallel == 1:
+            yield from self._run_lanes(next_source)
+            return
+        results: queue.Queue = queue.Queue(maxsize=4 * self.parallel)
+        stop = threading.Event()
+        finished = object()
+
+        def work() -> None:
+            try:
+                for item in self._run_lanes(next_source):
+                    while not stop.is_set():
+                        try:
+                            results.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            pass
+                    if stop.is_set():
+                        return
+            except BaseException as error:  # handed to the caller's thread and raised there
+                results.put(_Crash(error))
+            finally:
+                results.put(finished)
+
+        workers = [threading.Thread(target=work, name=f"seld-engine-{index}", daemon=True)
+                   for index in range(self.parallel)]
+        for worker in workers:
+            worker.start()
+        try:
+            running = len(workers)
+            while running:
+                item = results.get()
+                if item is finished:
+                    running -= 1
+                elif isinstance(item, _Crash):
+                    raise item.error
+                else:
+                    yield item
+        finally:
+            stop.set()
+            while any(worker.is_alive() for worker in workers):
+                try:
+                    results.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+
+    def _run_lanes(self, next_source: Callable[[], tuple[Any, Iterable[np.ndarray]] | None]):
+        """One loop of `outputs_of_many`: up to `self.lanes` signals per stream.onnx call."""
+        if not self.causal:
+            yield from self._run_whole_signals(next_source)
+            return
+        chunk = self.chunk_frames * self.label_hop
+        frames: dict[int, _HostFrames] = {}  # by batch size: buffers reused from call to call
+        lanes: list[_Lane] = []
+        while True:
+            while len(lanes) < self.lanes and (source := next_source()) is not None:
+                lanes.append(_Lane(source[0], iter(source[1]), self, chunk))
+            ready = []
+            for lane in lanes:
+                if lane.valid == 0:
+                    try:
+                        lane.read()
+                    except SeldError as error:
+                        yield lane.key, error, True
+                        continue
+                    if lane.valid == 0:  # ended on a chunk boundary
+                        yield lane.key, lane.take_outputs(), True
+                        continue
+                ready.append(lane)
+            if len(ready) < len(lanes):
+                lanes = ready
+                continue  # fill the freed rows first
+            if not lanes:
+                return
+            batch = len(lanes)
+            host = frames.get(batch) or frames.setdefault(batch, _HostFrames(self.spectrum, batch, self.num_channels,
+                                                                              chunk))
+            for row, lane in enumerate(lanes):
+                host.set_row(row, lane.spectrum_state, lane.chunk)
+            real, imag = host.transform()
+            states = np.stack([lane.state for lane in lanes]) if batch > 1 else lanes[0].state[None]
+            outputs, states = self.stream_session.run(["outputs", "state_out"],
+                                                      {"real": real, "imag": imag, "state": states})
+            still = []
+            for row, lane in enumerate(lanes):
+                lane.state, lane.spectrum_state = states[row], host.state(row)
+                lane.outputs.append(outputs[row, : -(-lane.valid // self.label_hop)])
+                lane.frames += len(lane.outputs[-1])
+                ended, lane.valid = lane.valid < chunk, 0
+                if ended:
+                    yield lane.key, lane.take_outputs(), True
+                    continue
+                if lane.frames >= DECODE_FRAMES:
+                    yield lane.key, lane.take_outputs(), False
+                still.append(lane)
+            lanes = still
+
+    def _run_whole_signals(self, next_source):
+        logged = False
+        while (source := next_source()) is not None:
+            key, blocks = source
+            if not logged:
+                log.info("non-causal model: each file is read whole into memory and runs through model.onnx at once")
+                logged = True
+            try:
+                audio = np.concatenate([self._check(block) for block in blocks], axis=1)
+            except SeldError as error:
+                yield key, error, True
+                continue
+            except ValueError:  # no blocks at all
+                audio = np.zeros((self.num_channels, 0), np.float32)
+            frames = -(-audio.shape[1] // self.label_hop)
+            audio = np.pad(audio, ((0, 0), (0, frames * self.label_hop - audio.shape[1])))
+            yield key, self._run_whole(audio) if frames else np.zeros((0, self.layout.size), np.float32), True
+
+    def outputs_from_blocks(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Model outputs [frames, output size] of one signal given as blocks of any sizes, in pieces
+        as they are computed; memory does not grow with the signal's length (causal models).
+        The last label frame is padded with zeros."""
+        sources = iter([(None, blocks)])
+        for _, outputs, _ in self._run_lanes(lambda: next(sources, None)):
+            if isinstance(outputs, SeldError):
+                raise outputs
+            yield outputs
 
     def outputs(self, audio: np.ndarray) -> Iterator[np.ndarray]:
-        """Model outputs [frames, output size] of a whole signal [channels, samples], in chunks as they
-        are computed. The last label frame is padded with zeros."""
-        audio = self._check(audio)
-        frames = -(-audio.shape[1] // self.label_hop)
-        audio = np.pad(audio, ((0, 0), (0, frames * self.label_hop - audio.shape[1])))
-        if not self.causal:
-            inputs, _ = self._graph_inputs(audio, self.spectrum.initial_state(self.num_channels))
-            yield self.offline_session.run(["outputs"], inputs)[0][0]
-            return
-        state = np.zeros((1, self.state_size), np.float32)
-        spectrum_state = self.spectrum.initial_state(self.num_channels)
-        for start in range(0, frames, OFFLINE_CHUNK_FRAMES):
-            chunk = audio[:, start * self.label_hop : (start + OFFLINE_CHUNK_FRAMES) * self.label_hop]
-            out, state, spectrum_state = self._run_stream(chunk, state, spectrum_state)
-            yield out
+        """`outputs_from_blocks` of a whole signal [channels, samples]."""
+        return self.outputs_from_blocks([self._check(audio)])
+
+    def detections_from_blocks(self, blocks: Iterable[np.ndarray]) -> Iterator[Detection]:
+        """Decoded detections (per-frame output tracks) of a signal given in blocks, frame by frame."""
+        offset = 0
+        for out in self.outputs_from_blocks(blocks):
+            yield from self.decode(out, offset)
+            offset += len(out)
 
     def detections(self, audio: np.ndarray) -> Iterator[Detection]:
         """Decoded detections (per-frame output tracks) of a whole signal, frame by frame."""
-        offset = 0
-        for out in self.outputs(audio):
-            yield from decode(out, self.layout, self.threshold, self.merge_degrees, frame_offset=offset)
-            offset += len(out)
+        return self.detections_from_blocks([self._check(audio)])
 
-    def stream(self, chunk_frames: int = 1) -> "Stream":
+    def decode(self, outputs: np.ndarray, frame_offset: int = 0) -> list[Detection]:
+        """Detections of outputs [frames, output size], by the model's thresholds."""
+        # The same detections either way; the vectorized decoder pays off from a few frames on.
+        decoder = decode if len(outputs) < VECTORIZED_DECODE_FRAMES else decode_outputs
+        return decoder(outputs, self.layout, self.threshold, self.merge_degrees, frame_offset)
+
+    def stream(self, chunk_frames: int = 1, keep_events: bool = False) -> "Stream":
+        """A stream of `chunk_frames` label frames per graph call; with `keep_events`, the events
+        that end are kept for `Stream.take_events` (annotating a file; a live stream drops them)."""
         if not self.causal:
             raise SeldError(f"{self.model_dir}: a non-causal model cannot stream; use offline annotation")
-        return Stream(self, chunk_frames)
+        return Stream(self, chunk_frames, keep_events)
 
     def _check(self, audio: np.ndarray) -> np.ndarray:
         audio = np.asarray(audio, dtype=np.float32)
@@ -202,17 +395,103 @@ class Engine:
         return audio
 
 
+@dataclass
+class _Crash:
+    error: BaseException
+
+
+class _Lane:
+    """One signal in a batch row: its blocks, the states carried, the outputs not yet handed on."""
+
+    def __init__(self, key: Any, blocks: Iterator[np.ndarray], engine: Engine, chunk: int):
+        self.key, self.blocks, self.engine = key, blocks, engine
+        self.block, self.position = np.zeros((engine.num_channels, 0), np.float32), 0  # block being read
+        self.chunk = np.zeros((engine.num_channels, chunk), np.float32)
+        self.valid = 0  # samples of the signal in `chunk`; 0: no chunk read yet
+        self.state = np.zeros(engine.state_size, np.float32)
+        self.spectrum_state = engine.spectrum.initial_state(engine.num_channels)
+        self.outputs: list[np.ndarray] = []
+        self.frames = 0
+
+    def read(self) -> None:
+        """The next chunk into `chunk` (zeros after the signal's end), `valid` set."""
+        size, filled = self.chunk.shape[1], 0
+        while filled < size:
+            if self.position == self.block.shape[1]:
+                block = next(self.blocks, None)
+                if block is None:
+                    break
+                self.block, self.position = self.engine._check(block), 0
+                continue
+            take = min(size - filled, self.block.shape[1] - self.position)
+            self.chunk[:, filled:filled + take] = self.block[:, self.position:self.position + take]
+            filled += take
+            self.position += take
+        self.chunk[:, filled:] = 0.0
+        self.valid = filled
+
+    def take_outputs(self) -> np.ndarray:
+        if not self.outputs:
+            return np.zeros((0, self.engine.layout.size), np.float32)
+        outputs = np.concatenate(self.outputs) if len(self.outputs) > 1 else self.outputs[0].copy()
+        self.outputs, self.frames = [], 0
+        return outputs
+
+
+class _HostFrames:
+    """`HostSpectrum.step` of a batch of chunks of one size, in buffers reused from call to call:
+    the same numbers (tested), without the allocations that cost HostSpectrum as much as the FFT
+    at this size. Rows are (batch row, channel); a row's state is the last window - hop samples."""
+
+    def __init__(self, spectrum: HostSpectrum, batch: int, channels: int, samples: int):
+        c = spectrum.config
+        self.spectrum, self.channels, self.keep = spectrum, channels, c.state_samples
+        rows, frames = batch * channels, samples // c.hop
+        self.shape = (batch, channels, frames, c.num_bins)
+        self.padded = np.zeros((rows, self.keep + samples), np.float32)
+        views = np.lib.stride_tricks.sliding_window_view(self.padded, c.window, axis=-1)[:, :: c.hop][:, :frames]
+        self.block = max(1, _HOST_BLOCK_ROWS // rows)  # frames per FFT call: the working set stays in cache
+        self.buffer = np.zeros((rows, min(self.block, frames), c.n_fft), np.float32)  # its padding stays zero
+        self.views = views
+        self.window = spectrum.window
+        self.offset = spectrum.offset
+        self.real = np.empty((rows, frames, c.num_bins), np.float32)
+        self.imag = np.empty_like(self.real)
+
+    def set_row(self, row: int, state: np.ndarray, chunk: np.ndarray) -> None:
+        rows = slice(row * self.channels, (row + 1) * self.channels)
+        self.padded[rows, : self.keep] = state.reshape(self.channels, self.keep)
+        self.padded[rows, self.keep:] = chunk
+
+    def state(self, row: int) -> np.ndarray:
+        return self.padded[row * self.channels:(row + 1) * self.channels, -self.keep:].reshape(-1).copy()
+
+    def transform(self) -> tuple[np.ndarray, np.ndarray]:
+        """(real, imag) [batch, channels, frames, bins] of the rows set (valid until the next call)."""
+        frames, width = self.views.shape[1], self.buffer.shape[2]
+        window = self.buffer[:, :, self.offset:self.offset + len(self.window)]
+        for start in range(0, frames, self.block):
+            stop = min(start + self.block, frames)
+            np.multiply(self.views[:, start:stop], self.window, out=window[:, : stop - start])
+            spectrum = scipy.fft.rfft(self.buffer[:, : stop - start], n=width, axis=-1, workers=self.spectrum.workers)
+            self.real[:, start:stop] = spectrum.real
+            self.imag[:, start:stop] = spectrum.imag
+        return self.real.reshape(self.shape), self.imag.reshape(self.shape)
+
+
 class Stream:
     """Audio blocks of any size in, label frames out as soon as each is complete."""
 
-    def __init__(self, engine: Engine, chunk_frames: int = 1):
+    def __init__(self, engine: Engine, chunk_frames: int = 1, keep_events: bool = False):
         self.engine = engine
+        self.events: list[dict] | None = [] if keep_events else None
         self.chunk_samples = chunk_frames * engine.label_hop
         self.buffer = np.zeros((engine.num_channels, 0), np.float32)
         self.state = np.zeros((1, engine.state_size), np.float32)
         self.spectrum_state = engine.spectrum.initial_state(engine.num_channels)
+        self.host_frames: dict[int, _HostFrames] = {}  # by chunk size
         self.next_frame = 0
-        self.tracker = EventTracker(class_names=engine.class_names)
+        self.tracker = Tracker(class_names=engine.class_names)
         self.finished = False
 
     def push(self, block: np.ndarray) -> list[Frame]:
@@ -231,21 +510,42 @@ class Stream:
             return []
         self.finished = True
         label_hop = self.engine.label_hop
-        if self.buffer.shape[1] == 0:
-            return []
-        padded = -(-self.buffer.shape[1] // label_hop) * label_hop
-        chunk = np.pad(self.buffer, ((0, 0), (0, padded - self.buffer.shape[1])))
-        self.buffer = self.buffer[:, :0]
-        return self._run(chunk)
+        frames = []
+        if self.buffer.shape[1]:
+            padded = -(-self.buffer.shape[1] // label_hop) * label_hop
+            chunk = np.pad(self.buffer, ((0, 0), (0, padded - self.buffer.shape[1])))
+            self.buffer = self.buffer[:, :0]
+            frames = self._run(chunk)
+        if self.events is not None:
+            self.events += self.tracker.flush()
+        return frames
+
+    def take_events(self) -> list[dict]:
+        """The events that ended since the last call (all of them after `flush`), with
+        `keep_events`: the `events` of NAME.json, unsorted."""
+        events, self.events = self.events or [], [] if self.events is not None else None
+        return events
 
     def _run(self, chunk: np.ndarray) -> list[Frame]:
         engine = self.engine
-        out, self.state, self.spectrum_state = engine._run_stream(chunk, self.state, self.spectrum_state)
-        detections = decode(out, engine.layout, engine.threshold, engine.merge_degrees, frame_offset=self.next_frame)
+        host = self.host_frames.get(chunk.shape[1])
+        if host is None:
+            host = _HostFrames(engine.spectrum, 1, engine.num_channels, chunk.shape[1])
+            self.host_frames[chunk.shape[1]] = host
+        host.set_row(0, self.spectrum_state, chunk)
+        real, imag = host.transform()
+        self.spectrum_state = host.state(0)
+        out, self.state = engine.stream_session.run(["outputs", "state_out"],
+                                                    {"real": real, "imag": imag, "state": self.state})
+        out = out[0]
+        detections = engine.decode(out, self.next_frame)
         frames = []
         for index in range(len(out)):
             frame = self.next_frame + index
-            tracked, _ = self.tracker.update(frame, [d for d in detections if d.frame == frame])
-            frames.append(Frame(frame, round(frame * engine.label_hop / engine.sample_rate, 6), tracked, engine.class_names))
+            tracked, ended = self.tracker.update(frame, [d for d in detections if d.frame == frame])
+            if ended and self.events is not None:
+                self.events += ended
+            time_s = round(frame * engine.label_hop / engine.sample_rate, 6)
+            frames.append(Frame(frame, time_s, tracked, engine.class_names))
         self.next_frame += len(out)
         return frames

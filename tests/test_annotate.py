@@ -1,0 +1,283 @@
+"""`seld annotate` inputs, block-wise reading, outputs; the engine's and outputs' fast paths
+against the reference implementations in seld.decode and seld.formats."""
+
+import json
+import logging
+import os
+import random
+
+import numpy as np
+import pytest
+import soundfile
+
+from conftest import write_scene
+from seld import SeldError
+from seld.annotate import annotate, find_jobs
+from seld.cli import cli
+from seld.decode import Detection, EventTracker, OutputLayout, assign_tracks, decode
+from seld.engine import Engine, _HostFrames
+from seld.formats import write_prediction
+from seld.outputs import Tracker, decode_outputs, detections_to_events, write_csv
+
+
+def rows(path):
+    return [line.split(",") for line in path.read_text().splitlines()]
+
+
+def wav(path, seconds, rate=24_000, seed=0, channels=4):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    audio = 0.05 * np.random.default_rng(seed).standard_normal((int(seconds * rate), channels))
+    soundfile.write(path, audio.astype(np.float32), rate, subtype="FLOAT" if path.suffix == ".wav" else "PCM_16")
+    return path
+
+
+# ------------------------------------------------------------------ fast paths = reference
+
+
+@pytest.mark.parametrize("output_format, tracks, distance", [
+    ("multi_accdoa", 3, True), ("multi_accdoa", 2, False), ("accdoa", 1, True), ("sed_doa", 1, False),
+    ("sed_doa", 1, True)])
+def test_vectorized_decode_equals_decode(output_format, tracks, distance):
+    layout = OutputLayout(output_format, 13, tracks, distance)
+    rng = np.random.default_rng(0)
+    outputs = rng.uniform(-1, 1, (200, layout.size))
+    if output_format == "multi_accdoa":  # tracks of one class often close: merged groups of 2 and 3
+        grid = outputs.reshape(200, tracks, layout.axes, 13)
+        for track in range(1, tracks):
+            near = rng.random((200, 1, 13)) < 0.5
+            grid[:, track, :3] = np.where(near, grid[:, 0, :3] * 1.1 + rng.normal(0, 0.05, (200, 3, 13)),
+                                          grid[:, track, :3])
+    outputs = outputs.astype(np.float32)
+    expected = decode(outputs, layout, 0.5, 15.0, frame_offset=7)
+    assert len(expected) > 100
+    assert decode_outputs(outputs, layout, 0.5, 15.0, frame_offset=7) == expected
+    assert decode_outputs(outputs[:0], layout) == []
+
+
+def test_tracker_equals_event_tracker():
+    for seed in range(30):
+        generator = random.Random(seed)
+        reference, fast = EventTracker(class_names=list("abcd")), Tracker(class_names=list("abcd"))
+        sources = [(generator.randrange(3), generator.uniform(-180, 180), generator.uniform(-60, 60)) for _ in range(5)]
+        for frame in range(200):
+            detections = sorted((Detection(frame, c, generator.randrange(3), a + generator.gauss(0, 8),
+                                           max(-90.0, min(90.0, e + generator.gauss(0, 8))),
+                                           generator.choice([None, generator.uniform(0, 3)]), generator.random())
+                                 for c, a, e in sources if generator.random() < 0.6),
+                                key=lambda d: (d.class_index, d.track))
+            if generator.random() < 0.1:
+                sources[generator.randrange(5)] = (generator.randrange(3), generator.uniform(-180, 180), 0.0)
+            if detections or generator.random() < 0.5:
+                assert fast.update(frame, detections) == reference.update(frame, detections)
+        assert fast.flush() == reference.flush()
+
+
+def test_csv_text_equals_write_prediction(tmp_path):
+    generator = random.Random(0)
+    detections = [Detection(frame // 3, generator.randrange(13), generator.randrange(3),
+                            generator.choice([generator.uniform(-180, 180), 90.0, -0.0]),
+                            generator.choice([generator.uniform(-90, 90), 0.0]),
+                            generator.choice([None, 0.0, 2.0, generator.uniform(0, 5)]), generator.random())
+                  for frame in range(300)]
+    generator.shuffle(detections)  # the writer sorts by frame, stably
+    for distance in (True, False):
+        write_csv(tmp_path / "fast.csv", detections, distance)
+        write_prediction(tmp_path / "reference.csv", detections_to_events(detections, distance))
+        assert (tmp_path / "fast.csv").read_text() == (tmp_path / "reference.csv").read_text()
+
+
+@pytest.mark.parametrize("batch, samples", [(2, 4800), (4, 24_000)])  # one FFT call per chunk; several
+def test_host_frames_equal_host_spectrum(tiny_model_package, batch, samples):
+    engine = Engine(tiny_model_package, device="cpu")
+    rng = np.random.default_rng(0)
+    chunks = (0.1 * rng.standard_normal((3, batch, 4, samples))).astype(np.float32)
+    frames = _HostFrames(engine.spectrum, batch, 4, samples)
+    states = [engine.spectrum.initial_state(4) for _ in range(batch)]
+    for chunk in chunks:
+        for row in range(batch):
+            frames.set_row(row, states[row], chunk[row])
+        real, imag = frames.transform()
+        for row in range(batch):
+            expected_real, expected_imag, states[row] = engine.spectrum.step(chunk[row], states[row])
+            assert np.array_equal(real[row], expected_real) and np.array_equal(imag[row], expected_imag)
+            assert np.array_equal(frames.state(row), states[row])
+
+
+# ------------------------------------------------------------------ the engine on blocks
+
+
+def test_blocks_are_consumed_as_they_come(tiny_model_package):
+    """Outputs come out before the signal has been read to its end: memory does not grow with length."""
+    engine = Engine(tiny_model_package, device="cpu")
+    pulled = []
+
+    def blocks():
+        for index in range(150):  # 150 s in 1 s blocks
+            pulled.append(index)
+            yield np.zeros((4, 24_000), np.float32)
+
+    outputs = engine.outputs_from_blocks(blocks())
+    first = next(outputs)
+    assert len(first) >= 100 and len(pulled) <= len(first) // 10 + 2
+    assert sum(len(piece) for piece in outputs) + len(first) == 1500
+
+
+def test_blocks_of_any_size_equal_the_whole_signal(tiny_model_package):
+    engine = Engine(tiny_model_package, device="cpu")
+    rng = np.random.default_rng(1)
+    audio = (0.1 * rng.standard_normal((4, 24_000 * 75 + 777))).astype(np.float32)
+    whole = np.concatenate(list(engine.outputs(audio)))
+    assert whole.shape[0] == 751
+    cuts = np.sort(rng.integers(1, audio.shape[1], 40))
+    blocked = np.concatenate(list(engine.outputs_from_blocks(np.split(audio, cuts, axis=1))))
+    assert np.array_equal(blocked, whole)
+    # one graph call over the whole spectrum: the chunking changes only float rounding
+    real, imag = engine.spectrum.spectrum(np.pad(audio, ((0, 0), (0, 751 * 2400 - audio.shape[1]))))
+    once = engine.stream_session.run(["outputs"], {"real": real[None], "imag": imag[None],
+                                                   "state": np.zeros((1, engine.state_size), np.float32)})[0][0]
+    assert np.abs(once - whole).max() < 1e-4
+
+
+def test_many_signals_per_call_equal_one_at_a_time(tiny_model_package):
+    engine = Engine(tiny_model_package, device="cpu", parallel=2)
+    rng = np.random.default_rng(2)
+    signals = [(0.1 * rng.standard_normal((4, int(24_000 * seconds)))).astype(np.float32)
+               for seconds in (3.05, 12.0, 0.04, 7.5, 61.3, 1.0)]
+    alone = [np.concatenate(list(engine.outputs(signal))) for signal in signals]
+    pieces = {index: [] for index in range(len(signals))}
+    done = set()
+    for key, outputs, finished in engine.outputs_of_many((index, [signal]) for index, signal in enumerate(signals)):
+        assert key not in done
+        pieces[key].append(outputs)
+        if finished:
+            done.add(key)
+    assert done == set(pieces)
+    for index, expected in enumerate(alone):
+        assert np.abs(np.concatenate(pieces[index]) - expected).max() < 1e-5
+
+
+# ------------------------------------------------------------------ seld annotate
+
+
+def test_globs_folders_and_files(tiny_model_package, tmp_path, capsys):
+    data = tmp_path / "data"
+    for name in ("a/one.wav", "a/two.wav", "b/one.wav", "b/deep/three.flac", "c.wav"):
+        wav(data / name, 0.5)
+    (data / "a" / "notes.txt").write_text("not audio")
+    jobs, problems = find_jobs([str(data / "a" / "*.wav"), str(data / "**" / "three.flac"), str(data / "c.wav"),
+                                str(data / "zz*.wav")], tmp_path / "out")
+    assert [job.output_stem.relative_to(tmp_path / "out").as_posix() for job in jobs] == [
+        "one", "two", "b/deep/three", "c"]
+    assert problems == [f"{data / 'zz*.wav'}: matches no audio file"]
+    jobs, _ = find_jobs([str(data / "*")], tmp_path / "out")  # folders matched by a pattern are searched
+    assert sorted(job.output_stem.relative_to(tmp_path / "out").as_posix() for job in jobs) == [
+        "a/one", "a/two", "b/deep/three", "b/one", "c"]
+    with pytest.raises(SeldError, match="two inputs would write the same outputs"):
+        find_jobs([str(data / "a" / "one.wav"), str(data / "b" / "one.wav")], tmp_path / "flat")
+
+    out = tmp_path / "out"
+    code = cli(["annotate", str(data / "*" / "*.wav"), str(data / "nothing*.wav"), "--model", str(tiny_model_package),
+                "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1  # the pattern that matches nothing fails; the others are done
+    assert "nothing*.wav: matches no audio file" in captured.err
+    assert "annotated 3 file(s), 1 failed, 0.00 h of audio in" in captured.out
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*")} == {
+        "a", "b", "a/one.csv", "a/one.json", "a/two.csv", "a/two.json", "b/one.csv", "b/one.json"}
+
+
+def test_summary_and_exit_status(tiny_model_package, tmp_path, capsys):
+    good = wav(tmp_path / "in" / "good.wav", 2.0)
+    (tmp_path / "in" / "empty.wav").write_bytes(b"")
+    out = tmp_path / "out"
+    assert cli(["annotate", str(tmp_path / "in"), "--model", str(tiny_model_package), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    line = next(text for text in captured.out.splitlines() if text.startswith("annotated"))
+    assert line.startswith("annotated 1 file(s), 1 failed, 0.00 h of audio in ") and "x real time); outputs in" in line
+    assert "empty.wav" in captured.err
+    assert "files" in captured.err and " h" in captured.err  # the progress bar counts files and hours
+    assert (out / "good.csv").is_file() and not (out / "empty.csv").exists()
+    mask = os.umask(0)
+    os.umask(mask)
+    for suffix in (".csv", ".json"):
+        assert (out / f"good{suffix}").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert cli(["annotate", str(good), "--model", str(tiny_model_package), "--out", str(out)]) == 0
+    assert "skipping 1 file(s) already annotated" in capsys.readouterr().out
+
+
+def test_file_read_in_blocks_gives_the_csv_of_the_whole_file(tiny_model_package, tmp_path, monkeypatch):
+    """75 s read in 7.3 s blocks (not aligned with the engine's chunks) = the file read whole."""
+    import seld.annotate
+
+    sources = [(2, 60, 10, 2.0, 3.0, 40.0), (0, -120, -20, 1.0, 30.0, 70.0)]
+    path, _ = write_scene(tmp_path / "data", "x", "long", "foa", sources, seconds=75.0, seed=3)
+    engine = Engine(tiny_model_package, device="cpu")
+    monkeypatch.setattr(seld.annotate, "READ_BLOCK_S", 7.3)
+    jobs, _ = find_jobs([str(path)], tmp_path / "blocks")
+    assert annotate(engine, jobs, progress_bar=False).completed == 1
+    audio, _ = soundfile.read(path, dtype="float32", always_2d=True)
+    write_csv(tmp_path / "whole.csv", assign_tracks(engine.detections(audio.T)), engine.has_distance)
+    blocks = (tmp_path / "blocks" / "long.csv").read_text()
+    assert len(blocks.splitlines()) > 100 and blocks == (tmp_path / "whole.csv").read_text()
+    document = json.loads((tmp_path / "blocks" / "long.json").read_text())
+    assert document["duration_s"] == 75.0
+    tracks = {(int(row[1]), int(row[2])) for row in rows(tmp_path / "blocks" / "long.csv")}
+    assert {(event["class"], event["track"]) for event in document["events"]} == tracks
+
+
+def test_resampled_input(tiny_model_package, tmp_path, capsys):
+    path = tmp_path / "x48k.wav"
+    soundfile.write(path, (0.05 * np.random.default_rng(0).standard_normal((48_000 * 3 + 17, 4))).astype(np.float32),
+                    48_000, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert cli(["annotate", str(path), "--model", str(tiny_model_package), "--out", str(out)]) == 0
+    assert "annotated 1 file(s), 0 failed" in capsys.readouterr().out
+    document = json.loads((out / "x48k.json").read_text())
+    assert abs(document["duration_s"] - 3.0) < 1e-3 and document["sample_rate"] == 24_000
+    assert all(0 <= int(row[0]) < 31 for row in rows(out / "x48k.csv"))
+
+
+def test_a_file_failing_midway_leaves_no_outputs(tiny_model_package, tmp_path, capsys):
+    audio = 0.05 * np.random.default_rng(0).standard_normal((24_000 * 80, 4))
+    audio[24_000 * 75] = np.nan  # read (and annotated) for 70 s before the engine meets it
+    wav(tmp_path / "in" / "good.wav", 1.0)
+    soundfile.write(tmp_path / "in" / "bad.wav", audio, 24_000, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert cli(["annotate", str(tmp_path / "in"), "--model", str(tiny_model_package), "--out", str(out)]) == 1
+    assert "bad.wav: NaN or Inf samples (first at 75.000 s)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["good.csv", "good.json"]  # no temporary files either
+
+
+def test_non_causal_model_reads_each_file_whole(tmp_path, caplog, capsys):
+    from seld.arrays import FOA
+    from seld.benchmarks.reference_baseline import export_untrained_package
+    from seld.features import FeatureConfig
+    from seld.model import preset
+    from seld.network import SeldNetwork
+
+    network = SeldNetwork(FeatureConfig(), preset("tiny", causal=False, attention_window=0), FOA)
+    export_untrained_package(tmp_path / "model", network, "tiny")
+    wav(tmp_path / "x.wav", 2.5)
+    with caplog.at_level(logging.INFO, logger="seld.engine"):
+        assert cli(["annotate", str(tmp_path / "x.wav"), "--model", str(tmp_path / "model"), "--out",
+                    str(tmp_path / "out")]) == 0
+    assert "non-causal model: each file is read whole" in caplog.text
+    assert all(0 <= int(row[0]) < 25 for row in rows(tmp_path / "out" / "x.csv"))
+    assert cli(["annotate", str(tmp_path / "x.wav"), "--model", str(tmp_path / "model"), "--out",
+                str(tmp_path / "s"), "--streaming"]) == 1
+    assert "--streaming needs a causal model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_events_hold_exactly_the_csv_rows(tiny_model_package, tmp_path, capsys, streaming):
+    sources = [(2, 60, 10, 2.0, 0.5, 6.0), (0, -120, -20, 1.0, 3.0, 9.0)]
+    path, _ = write_scene(tmp_path / "data", "x", "scene", "foa", sources, seconds=10.0, seed=4)
+    out = tmp_path / "out"
+    assert cli(["annotate", str(path), "--model", str(tiny_model_package), "--out", str(out)]
+               + ["--streaming"] * streaming) == 0
+    csv_rows = sorted((int(r[0]), int(r[1]), int(r[2]), round(float(r[3]), 2)) for r in rows(out / "scene.csv"))
+    events = json.loads((out / "scene.json").read_text())["events"]
+    event_rows = sorted((f[0], e["class"], e["track"], f[1]) for e in events for f in e["frames"])
+    assert len(csv_rows) > 10 and event_rows == csv_rows
+    assert [(e["onset_s"], e["class"], e["track"]) for e in events] == sorted(
+        (e["onset_s"], e["class"], e["track"]) for e in events)
