@@ -84,11 +84,15 @@ def epoch_crops(recordings: list[Recording], crop_frames: int, seed: int, epoch:
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Audio crops [channels, crop_frames * 2400] and targets [crop_frames, ...]."""
+    """Audio crops [channels, crop_frames * 2400] and targets [crop_frames, ...]; with
+    `feature_files` (seld.feature_cache), feature crops [channels, crop_frames * 5, bins]."""
 
     def __init__(self, recordings: list[Recording], layout: OutputLayout, crop_frames: int,
-                 channels: int, swaps: list[ChannelSwap] | None = None):
+                 channels: int, swaps: list[ChannelSwap] | None = None, feature_files: list[Path] | None = None):
+        if feature_files is not None and swaps:
+            raise ValueError("channel swaps transform audio: they cannot apply to cached features")
         self.recordings = recordings
+        self.feature_files = feature_files
         self.layout = layout
         self.crop_frames = crop_frames
         self.channels = channels
@@ -110,8 +114,13 @@ class CropDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         index, start, augment_seed = self.crops[item]
         recording = self.recordings[index]
-        audio = read_crop(recording.audio_path, start * LABEL_HOP, self.crop_frames * LABEL_HOP, self.channels)
         end = start + self.crop_frames
+        if self.feature_files is not None:
+            features = np.load(self.feature_files[index], mmap_mode="r")
+            per_label = features.shape[1] // (recording.label_frames + self.crop_frames)  # see feature_cache
+            audio = np.asarray(features[:, start * per_label: end * per_label], dtype=np.float32)
+        else:
+            audio = read_crop(recording.audio_path, start * LABEL_HOP, self.crop_frames * LABEL_HOP, self.channels)
         labels = [
             LabelEvent(e.frame - start, e.class_index, e.source, e.azimuth, e.elevation, e.distance_m)
             for e in self.labels(index) if start <= e.frame < end

@@ -55,9 +55,10 @@ class SeldNetwork(nn.Module):
     def _normalize(self, features: torch.Tensor) -> torch.Tensor:
         return (features - self.normalization_mean[:, None, :]) / self.normalization_std[:, None, :]
 
-    def forward(self, audio: torch.Tensor, augment: bool = False) -> torch.Tensor:
-        """audio [batch, channels, samples] -> outputs [batch, label_frames, output_size]."""
-        features = self._normalize(self.front_end(audio))
+    def forward(self, audio: torch.Tensor, augment: bool = False, precomputed: bool = False) -> torch.Tensor:
+        """audio [batch, channels, samples] -> outputs [batch, label_frames, output_size].
+        With `precomputed`, the input is already the front end's features (a feature cache)."""
+        features = self._normalize(audio if precomputed else self.front_end(audio))
         if augment and self.training:
             features = mask_time_frequency(features)
         return self.crnn(features)

@@ -32,6 +32,7 @@ from seld.augment import channel_swaps
 from seld.config import apply_overrides, from_dict, load_toml, to_dict
 from seld.dataset import CropDataset, Recording, split_recordings
 from seld.decode import decode
+from seld.feature_cache import cache_features, cache_folder
 from seld.features import FeatureConfig, feature_shape
 from seld.formats import Events, read_reference
 from seld.losses import SeldLoss
@@ -67,7 +68,8 @@ class TrainConfig:
     loss_distance_weight: float = 0.1
     seed: int = 0
     workers: int = 2
-    augment_channel_swap: bool = True
+    augment_channel_swap: bool = True  # off with a feature cache: the swaps act on audio
+    feature_cache: str = ""  # a folder: compute training features once and crop them from there
     augment_mask: bool = True  # time-frequency masking of the features
     normalization_files: int = 50  # training files whose features give the normalization statistics
     threshold: float = 0.5
@@ -276,8 +278,16 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     network = SeldNetwork(config.features, config.model, array).to(device)
     layout = config.model.layout
     crop_frames = round(config.crop_seconds * 10)
+    feature_files = None
+    if config.feature_cache:
+        if config.augment_channel_swap and main_process:
+            log.warning("feature_cache: channel-swap augmentation acts on audio, so it is off with cached features")
+        folder = cache_folder(Path(config.feature_cache), {"data": str(Path(config.data).resolve()),
+                              **to_dict(config.features)}, array.name, crop_frames)
+        feature_files = cache_features(network, train_recordings, folder, crop_frames, device)
     dataset = CropDataset(train_recordings, layout, crop_frames, array.num_channels,
-                          channel_swaps(array) if config.augment_channel_swap else None)
+                          channel_swaps(array) if config.augment_channel_swap and not feature_files else None,
+                          feature_files)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_function = SeldLoss(layout, distance_weight=config.loss_distance_weight)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
@@ -319,7 +329,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         for audio, targets in progress:
             audio, targets = audio.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                outputs = model(audio, augment=config.augment_mask)
+                outputs = model(audio, augment=config.augment_mask, precomputed=feature_files is not None)
                 loss = loss_function(outputs.float(), targets)
             if not torch.isfinite(loss):
                 raise SeldError(

@@ -149,3 +149,39 @@ def test_dataset_json_sets_classes_and_distance(tmp_path):
     assert config.model.distance is False
     config = resolve_config("foa", "tiny", None, ["model.distance=true"], str(tmp_path))
     assert config.model.distance is True  # the command line has the last word
+
+
+def test_feature_cache_gives_the_features_of_audio_crops(tmp_path, caplog):
+    """Cached crops equal the front end's features of the same audio crops (past the first
+    frames, which an audio crop computes with zeros before it), and a second run reuses them."""
+    import logging
+
+    from seld.config import to_dict
+    from seld.dataset import CropDataset, split_recordings
+    from seld.feature_cache import cache_features, cache_folder
+    from seld.train import network_from_checkpoint
+
+    data = tiny_dataset(tmp_path / "data")
+    cache = tmp_path / "cache"
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=1",
+                f"feature_cache={cache}"]) == 0
+    files = sorted(cache.rglob("*.npy"))
+    assert [f.name for f in files] == ["fold1_room1_mix001.npy", "fold1_room1_mix002.npy"]
+
+    network, config = network_from_checkpoint(torch.load(tmp_path / "run" / "last.pt", weights_only=True))
+    recordings = split_recordings(data, "foa")[0]
+    with caplog.at_level(logging.INFO, logger="seld.feature_cache"):
+        folder = cache_folder(cache, {"data": str(data.resolve()), **to_dict(config.features)}, "foa", 20)
+        paths = cache_features(network, recordings, folder, 20, torch.device("cpu"))
+    assert "0 files computed, 2 reused" in caplog.text
+    cached = CropDataset(recordings, config.model.layout, 20, 4, feature_files=paths)
+    audio = CropDataset(recordings, config.model.layout, 20, 4)
+    for dataset in (cached, audio):
+        dataset.set_epoch(seed=0, epoch=3)
+    for item in range(len(cached)):
+        features, targets = cached[item]
+        crop, audio_targets = audio[item]
+        expected = network.features(crop[None])[0]
+        assert features.shape == expected.shape == (7, 100, 64)
+        torch.testing.assert_close(features[:, 2:], expected[:, 2:], atol=0.02, rtol=0.002)
+        torch.testing.assert_close(targets, audio_targets)

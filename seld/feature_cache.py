@@ -1,0 +1,66 @@
+"""An optional on-disk cache of training features (`seld train cache_features=true`).
+
+By default training computes features on the device from audio crops, which costs no
+disk and lets channel swaps act on the audio. Where reading and transforming audio is the
+bottleneck (slow disks, compressed files, a busy CPU feeding a GPU), the features of each
+training file can be computed once instead: float16 .npy files, one per recording, read
+back crop by crop through a memory map. Each file is padded at its end with one crop of
+silence, so a crop running past the end gets the features of zeros, as an audio crop does.
+The folder is keyed by a hash of everything the features depend on, so a changed front
+end never reads stale features; files are written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seld.audio import LABEL_HOP, read_audio
+from seld.dataset import Recording
+
+log = logging.getLogger(__name__)
+
+
+def cache_folder(root: Path, features_config: dict, array_name: str, crop_frames: int) -> Path:
+    key = json.dumps({"features": features_config, "array": array_name, "crop_frames": crop_frames}, sort_keys=True)
+    return root / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def cache_features(network, recordings: list[Recording], folder: Path, crop_frames: int,
+                   device: torch.device) -> list[Path]:
+    """The cached feature file of every recording, computing those not there yet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    computed = 0
+    for recording in recordings:
+        path = folder / recording.audio_path.parent.name / f"{recording.audio_path.stem}.npy"
+        if not path.exists():
+            audio, _ = read_audio(recording.audio_path, channels=network.num_channels)
+            padded = np.zeros((audio.shape[0], (recording.label_frames + crop_frames) * LABEL_HOP), np.float32)
+            padded[:, : audio.shape[1]] = audio
+            features = network.features(torch.from_numpy(padded)[None].to(device))[0]
+            save_atomic(path, features.to(torch.float16).cpu().numpy())
+            computed += 1
+        paths.append(path)
+    log.info("feature cache %s: %d files computed, %d reused", folder, computed, len(recordings) - computed)
+    return paths
+
+
+def save_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            np.save(handle, array)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
