@@ -16,6 +16,7 @@ Distances are in metres, negative values clipped to 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Sequence
 
@@ -164,10 +165,18 @@ def to_rows(detections: Iterable[Detection]) -> list[tuple]:
 
 
 class _Track:
-    __slots__ = ("class_index", "track", "last_frame", "direction", "frames")
+    __slots__ = ("class_index", "track", "last_frame", "unit", "frames")
 
     def __init__(self, class_index: int, track: int):
         self.class_index, self.track, self.frames = class_index, track, []
+
+
+def _unit(azimuth: float, elevation: float) -> tuple[float, float, float]:
+    """angles_to_vector, then divided by its norm + 1e-10 (as angle_between does), in plain floats."""
+    azimuth, elevation = math.radians(azimuth), math.radians(elevation)
+    x, y, z = math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)
+    norm = math.sqrt(x * x + y * y + z * z) + 1e-10
+    return x / norm, y / norm, z / norm
 
 
 class EventTracker:
@@ -180,7 +189,8 @@ class EventTracker:
     holds, so they stay small and are reused after an event ends.
 
     Feed frames in increasing order with ``update``; it returns the frame's detections
-    with their track ids and the events that ended. ``flush`` ends the rest.
+    with their track ids and the events that ended. ``flush`` ends the rest. Plain Python
+    floats: on the few detections of a frame, small numpy arrays cost more than the math.
     """
 
     def __init__(self, max_step_deg: float = 30.0, max_gap_frames: int = 2, hop_s: float = LABEL_HOP_S,
@@ -191,12 +201,14 @@ class EventTracker:
 
     def update(self, frame: int, detections: Sequence[Detection]) -> tuple[list[Detection], list[dict]]:
         ended = [t for t in self._open if frame - t.last_frame > self.max_gap_frames + 1]
-        self._open = [t for t in self._open if t not in ended]
+        if ended:
+            self._open = [t for t in self._open if frame - t.last_frame <= self.max_gap_frames + 1]
         tracked = []
         for class_index in sorted({d.class_index for d in detections}):
             mine = [d for d in detections if d.class_index == class_index]
+            units = [_unit(d.azimuth, d.elevation) for d in mine]
             candidates = [t for t in self._open if t.class_index == class_index and t.last_frame < frame]
-            assignment = self._match(mine, candidates)
+            assignment = self._match(units, candidates)
             for index, detection in enumerate(mine):
                 track = assignment.get(index)
                 if track is None:
@@ -204,7 +216,7 @@ class EventTracker:
                     track = _Track(class_index, next(i for i in range(len(used) + 1) if i not in used))
                     self._open.append(track)
                 track.last_frame = frame
-                track.direction = angles_to_vector(detection.azimuth, detection.elevation)
+                track.unit = units[index]
                 detection = detection._replace(frame=frame, track=track.track)
                 track.frames.append(detection)
                 tracked.append(detection)
@@ -214,18 +226,22 @@ class EventTracker:
         ended, self._open = self._open, []
         return [self._event(t) for t in ended]
 
-    def _match(self, detections: list[Detection], tracks: list[_Track]) -> dict[int, _Track]:
-        if not detections or not tracks:
+    def _match(self, units: list[tuple[float, float, float]], tracks: list[_Track]) -> dict[int, _Track]:
+        if not units or not tracks:
             return {}
-        directions = angles_to_vector([d.azimuth for d in detections], [d.elevation for d in detections])
-        angles = angle_between(directions[:, None, :], np.stack([t.direction for t in tracks])[None, :, :])
+        pairs = []  # (angle, flat index): numpy's stable argsort order of the angle matrix
+        for i, (x, y, z) in enumerate(units):
+            for j, track in enumerate(tracks):
+                tx, ty, tz = track.unit
+                cosine = max(-1.0, min(1.0, x * tx + y * ty + z * tz))
+                pairs.append((math.degrees(math.acos(cosine)), i * len(tracks) + j, i, j))
+        pairs.sort()
         assignment, taken = {}, set()
-        for flat in np.argsort(angles, axis=None, kind="stable"):
-            i, j = np.unravel_index(flat, angles.shape)
-            if angles[i, j] >= self.max_step_deg:
+        for angle, _, i, j in pairs:
+            if angle >= self.max_step_deg:
                 break
             if i not in assignment and j not in taken:
-                assignment[int(i)] = tracks[j]
+                assignment[i] = tracks[j]
                 taken.add(j)
         return assignment
 

@@ -40,8 +40,8 @@ import scipy.fft
 
 from seld import SeldError
 from seld.arrays import Array
-from seld.decode import Detection, OutputLayout, decode, frame_json
-from seld.outputs import Tracker, decode_outputs
+from seld.decode import Detection, EventTracker, OutputLayout, decode, frame_json
+from seld.outputs import decode_outputs
 from seld.spectrum import FeatureConfig, HostSpectrum
 
 log = logging.getLogger(__name__)
@@ -491,7 +491,7 @@ class Stream:
         self.spectrum_state = engine.spectrum.initial_state(engine.num_channels)
         self.host_frames: dict[int, _HostFrames] = {}  # by chunk size
         self.next_frame = 0
-        self.tracker = Tracker(class_names=engine.class_names)
+        self.tracker = EventTracker(class_names=engine.class_names)
         self.finished = False
 
     def push(self, block: np.ndarray) -> list[Frame]:

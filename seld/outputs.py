@@ -2,23 +2,21 @@
 (events) and, with --plot, NAME.png. Every file is written whole or not at all.
 
 `FileOutputs` writes one file's outputs as its detections come, piece by piece as the engine
-hands outputs on: it tracks them in one pass of `Tracker` (so the CSV's track ids and the
+hands outputs on: it tracks them in one pass of `seld.decode.EventTracker` (so the CSV's track ids and the
 JSON's events agree), appends the CSV rows to a temporary file and keeps each ended event as
 its JSON text, so memory grows by the events' text only (about 50 bytes per detection), not
 with the audio; `commit` puts the files in place.
 
 Annotating an hour of audio decodes and tracks tens of thousands of frames, so the steps
 after the graph have fast paths here, each giving exactly what the reference gives (tested):
-`decode_outputs` (seld.decode.decode vectorized over frames), `Tracker`
-(seld.decode.EventTracker in plain floats) and the CSV and JSON text (seld.formats'
-write_prediction, json.dumps) built column by column.
+`decode_outputs` (seld.decode.decode vectorized over frames) and the CSV and JSON text
+(seld.formats' write_prediction, json.dumps) built column by column.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import math
 import operator
 import os
 import tempfile
@@ -27,8 +25,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from seld.decode import LABEL_HOP_S, Detection, OutputLayout, angles_to_vector, vector_to_angles
-from seld.formats import Events, write_prediction
+from seld.decode import Detection, EventTracker, OutputLayout, vector_to_angles
+from seld.formats import Events
 
 
 def decode_outputs(outputs: np.ndarray, layout: OutputLayout, threshold: float = 0.5,
@@ -88,99 +86,6 @@ def decode_outputs(outputs: np.ndarray, layout: OutputLayout, threshold: float =
         elevation.tolist(), distance, (score[pair, head] / members[pair, head]).tolist())))
 
 
-class _Track:
-    __slots__ = ("class_index", "track", "last_frame", "unit", "frames")
-
-    def __init__(self, class_index: int, track: int):
-        self.class_index, self.track, self.frames = class_index, track, []
-
-
-def _unit(azimuth: float, elevation: float) -> tuple[float, float, float]:
-    """angles_to_vector, then divided by its norm + 1e-10 (as angle_between does), in plain floats."""
-    azimuth, elevation = math.radians(azimuth), math.radians(elevation)
-    x, y, z = math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)
-    norm = math.sqrt(x * x + y * y + z * z) + 1e-10
-    return x / norm, y / norm, z / norm
-
-
-class Tracker:
-    """`seld.decode.EventTracker` in plain Python floats: the same track ids and events (tested),
-    several times faster on the few detections of a frame, where EventTracker's small numpy
-    arrays cost most of the time of annotating a file. Same arguments and methods."""
-
-    def __init__(self, max_step_deg: float = 30.0, max_gap_frames: int = 2, hop_s: float = LABEL_HOP_S,
-                 class_names: Sequence[str] | None = None):
-        self.max_step_deg, self.max_gap_frames, self.hop_s = max_step_deg, max_gap_frames, hop_s
-        self.class_names = class_names
-        self._open: list[_Track] = []
-
-    def update(self, frame: int, detections: Sequence[Detection]) -> tuple[list[Detection], list[dict]]:
-        ended = [t for t in self._open if frame - t.last_frame > self.max_gap_frames + 1]
-        if ended:
-            self._open = [t for t in self._open if frame - t.last_frame <= self.max_gap_frames + 1]
-        tracked = []
-        for class_index in sorted({d.class_index for d in detections}):
-            mine = [d for d in detections if d.class_index == class_index]
-            units = [_unit(d.azimuth, d.elevation) for d in mine]
-            candidates = [t for t in self._open if t.class_index == class_index and t.last_frame < frame]
-            assignment = self._match(units, candidates)
-            for index, detection in enumerate(mine):
-                track = assignment.get(index)
-                if track is None:
-                    used = {t.track for t in self._open if t.class_index == class_index}
-                    track = _Track(class_index, next(i for i in range(len(used) + 1) if i not in used))
-                    self._open.append(track)
-                track.last_frame = frame
-                track.unit = units[index]
-                detection = detection._replace(frame=frame, track=track.track)
-                track.frames.append(detection)
-                tracked.append(detection)
-        return tracked, [self._event(t) for t in ended]
-
-    def flush(self) -> list[dict]:
-        ended, self._open = self._open, []
-        return [self._event(t) for t in ended]
-
-    def _match(self, units: list[tuple[float, float, float]], tracks: list[_Track]) -> dict[int, _Track]:
-        if not units or not tracks:
-            return {}
-        pairs = []  # (angle, flat index): numpy's stable argsort order of the angle matrix
-        for i, (x, y, z) in enumerate(units):
-            for j, track in enumerate(tracks):
-                tx, ty, tz = track.unit
-                cosine = max(-1.0, min(1.0, x * tx + y * ty + z * tz))
-                pairs.append((math.degrees(math.acos(cosine)), i * len(tracks) + j, i, j))
-        pairs.sort()
-        assignment, taken = {}, set()
-        for angle, _, i, j in pairs:
-            if angle >= self.max_step_deg:
-                break
-            if i not in assignment and j not in taken:
-                assignment[i] = tracks[j]
-                taken.add(j)
-        return assignment
-
-    def _event(self, track: _Track) -> dict:
-        frames = track.frames
-        mean = angles_to_vector([d.azimuth for d in frames], [d.elevation for d in frames]).mean(axis=0)
-        azimuth, elevation = vector_to_angles(*mean)
-        distances = [d.distance_m for d in frames if d.distance_m is not None]
-        name = self.class_names[track.class_index] if self.class_names else str(track.class_index)
-        return {
-            "class": track.class_index,
-            "class_name": name,
-            "track": track.track,
-            "onset_s": round(frames[0].frame * self.hop_s, 6),
-            "offset_s": round((frames[-1].frame + 1) * self.hop_s, 6),
-            "azimuth": round(float(azimuth), 2),
-            "elevation": round(float(elevation), 2),
-            "distance_m": round(float(np.mean(distances)), 3) if distances else None,
-            "frames": [[d.frame, round(d.azimuth, 2), round(d.elevation, 2),
-                        None if d.distance_m is None else round(d.distance_m, 3), round(d.confidence, 3)]
-                       for d in frames],
-        }
-
-
 def _umask() -> int:
     try:  # Linux says it without changing it
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -216,7 +121,7 @@ class FileOutputs:
 
     def __init__(self, stem: Path, class_names: Sequence[str], with_distance: bool, plot: bool = False):
         self.stem, self.class_names, self.with_distance = stem, list(class_names), with_distance
-        self.tracker = Tracker(class_names=self.class_names)
+        self.tracker = EventTracker(class_names=self.class_names)
         descriptor, self.csv_temporary = _temporary(stem.with_suffix(".csv"))
         self.csv = os.fdopen(descriptor, "w", encoding="utf-8", newline="\n")
         self.events: list[tuple[tuple, str]] = []  # ((onset, class, track), JSON text)

@@ -14,10 +14,10 @@ from conftest import write_scene
 from seld import SeldError
 from seld.annotate import annotate, find_jobs
 from seld.cli import cli
-from seld.decode import Detection, EventTracker, OutputLayout, assign_tracks, decode
+from seld.decode import Detection, OutputLayout, assign_tracks, decode
 from seld.engine import Engine, _HostFrames
 from seld.formats import write_prediction
-from seld.outputs import Tracker, decode_outputs, detections_to_events, write_csv
+from seld.outputs import decode_outputs, detections_to_events, write_csv
 
 
 def rows(path):
@@ -52,24 +52,6 @@ def test_vectorized_decode_equals_decode(output_format, tracks, distance):
     assert len(expected) > 100
     assert decode_outputs(outputs, layout, 0.5, 15.0, frame_offset=7) == expected
     assert decode_outputs(outputs[:0], layout) == []
-
-
-def test_tracker_equals_event_tracker():
-    for seed in range(30):
-        generator = random.Random(seed)
-        reference, fast = EventTracker(class_names=list("abcd")), Tracker(class_names=list("abcd"))
-        sources = [(generator.randrange(3), generator.uniform(-180, 180), generator.uniform(-60, 60)) for _ in range(5)]
-        for frame in range(200):
-            detections = sorted((Detection(frame, c, generator.randrange(3), a + generator.gauss(0, 8),
-                                           max(-90.0, min(90.0, e + generator.gauss(0, 8))),
-                                           generator.choice([None, generator.uniform(0, 3)]), generator.random())
-                                 for c, a, e in sources if generator.random() < 0.6),
-                                key=lambda d: (d.class_index, d.track))
-            if generator.random() < 0.1:
-                sources[generator.randrange(5)] = (generator.randrange(3), generator.uniform(-180, 180), 0.0)
-            if detections or generator.random() < 0.5:
-                assert fast.update(frame, detections) == reference.update(frame, detections)
-        assert fast.flush() == reference.flush()
 
 
 def test_csv_text_equals_write_prediction(tmp_path):
