@@ -143,7 +143,6 @@ class LiveLoop:
         frames = self.stream.push(audio)
         if frames:
             self._emit(frames, time.monotonic())
-            self._forget_event_history()
         if self.blocks.overflows != self.reported_overflows:
             self._report_overflows()
 
@@ -156,17 +155,6 @@ class LiveLoop:
             stats = self.stats()
             for display in self.displays:
                 display.frame(data, stats)
-
-    def _forget_event_history(self) -> None:
-        """Keep memory flat over a long run. The engine's EventTracker keeps every frame of
-        an open event (offline annotation summarizes events from them); live shows frames
-        only, and an event that never ends (a fan, music) would grow by a detection per
-        frame for as long as it lasts. Track ids and matching use only the last frame.
-        TODO: an option of the engine's Stream instead of reaching into the tracker."""
-        for track in getattr(getattr(self.stream, "tracker", None), "_open", ()):
-            frames = getattr(track, "frames", None)
-            if frames is not None and len(frames) > 1:
-                del frames[:-1]
 
     def _arrival_of(self, frame: int) -> float:
         """Arrival time of the block that holds label frame `frame`'s last sample."""

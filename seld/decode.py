@@ -194,9 +194,12 @@ class EventTracker:
     """
 
     def __init__(self, max_step_deg: float = 30.0, max_gap_frames: int = 2, hop_s: float = LABEL_HOP_S,
-                 class_names: Sequence[str] | None = None):
+                 class_names: Sequence[str] | None = None, keep_frames: bool = True):
         self.max_step_deg, self.max_gap_frames, self.hop_s = max_step_deg, max_gap_frames, hop_s
         self.class_names = class_names
+        # Without keep_frames an open event holds only its last detection, so memory stays
+        # flat over an endless stream (a fan, music); its ended events are then not summaries.
+        self.keep_frames = keep_frames
         self._open: list[_Track] = []
 
     def update(self, frame: int, detections: Sequence[Detection]) -> tuple[list[Detection], list[dict]]:
@@ -218,7 +221,10 @@ class EventTracker:
                 track.last_frame = frame
                 track.unit = units[index]
                 detection = detection._replace(frame=frame, track=track.track)
-                track.frames.append(detection)
+                if self.keep_frames:
+                    track.frames.append(detection)
+                else:
+                    track.frames = [detection]
                 tracked.append(detection)
         return tracked, [self._event(t) for t in ended]
 

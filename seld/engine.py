@@ -491,7 +491,7 @@ class Stream:
         self.spectrum_state = engine.spectrum.initial_state(engine.num_channels)
         self.host_frames: dict[int, _HostFrames] = {}  # by chunk size
         self.next_frame = 0
-        self.tracker = EventTracker(class_names=engine.class_names)
+        self.tracker = EventTracker(class_names=engine.class_names, keep_frames=keep_events)
         self.finished = False
 
     def push(self, block: np.ndarray) -> list[Frame]:

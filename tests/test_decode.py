@@ -148,6 +148,15 @@ def test_tracker_bridges_short_gaps_and_splits_jumps():
     assert tracker.flush() == []
 
 
+def test_tracker_without_frame_history_gives_the_same_tracks_in_flat_memory():
+    full, flat = EventTracker(), EventTracker(keep_frames=False)
+    for frame in range(2000):  # an event that never ends, beside one that comes and goes
+        detections = [detection(frame, 1, 40.0 + (frame % 7)), detection(frame, 1, -100.0)][: 1 + (frame // 50) % 2]
+        assert [d.track for d in flat.update(frame, detections)[0]] == [d.track for d in full.update(frame, detections)[0]]
+    assert max(len(track.frames) for track in flat._open) == 1
+    assert max(len(track.frames) for track in full._open) == 2000
+
+
 def test_frame_json_for_live_output():
     frame = frame_json(12, [detection(12, 0, 45.0)], class_names=["speech"])
     assert frame["time_s"] == pytest.approx(1.2)
