@@ -35,7 +35,7 @@ TEST_DESCRIPTIONS = {
     "dev-test": "the dev-test split of the training dataset: 9 minutes in 2 rooms never used in training or "
                 "validation; sounds from the same banks (procedural instances unseen, real recordings shared)",
     "unseen": "10 minutes from another seed (`seld synth --seed 99 --rooms 3`): 3 new rooms and every sound "
-              "unseen: real recordings from Debian packages never used in training (" + HELD_OUT_PACKAGES +
+              "unseen: real recordings from Debian packages never used in training (" + HELD_OUT_PACKAGES.replace(",", ", ") +
               "; real speech, which training only had procedurally) and new procedural instances",
 }
 TRAIN = ["--preset", "default", "batch_size=8", "epochs=40", "threads=1", "workers=1"]
