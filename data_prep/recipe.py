@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/recipe", help="working folder (sounds, data, run, model)")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    sounds, data, run, model = out / "sounds", out / "data", out / args.format, out / f"model_{args.format}"
+    sounds, data, run, model = out / "sounds", out / "data", out / args.format, out / f"seld-default-{args.format}"
     held_out, held_out_sounds = out / "test_unseen", out / "sounds_unseen"
     for folder, packages in ((sounds, SOUND_PACKAGES), (held_out_sounds, HELD_OUT_PACKAGES)):
         if not (folder / "manifest.csv").exists():
