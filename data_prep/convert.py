@@ -55,6 +55,7 @@ from pathlib import Path
 from seld import SeldError
 from seld.arrays import array_for_format
 from seld.audio import SAMPLE_RATE, audio_info
+from seld.data_prep import check_writable
 from seld.formats import read_reference
 
 FORMATS = ("foa", "mic")
@@ -255,16 +256,6 @@ def _place(source: Path, target: Path, mode: str) -> None:
         raise SeldError(f"{target}: cannot {mode} {source}: {error.strerror or error}{hint}") from None
 
 
-def _check_writable(dst: Path) -> None:
-    try:
-        dst.mkdir(parents=True, exist_ok=True)
-        descriptor, probe = tempfile.mkstemp(prefix=".write-test.", dir=dst)
-        os.close(descriptor)
-        os.unlink(probe)
-    except OSError as error:
-        raise SeldError(f"{dst}: cannot write there ({error.strerror or error})") from None
-
-
 def convert_tau_nigens(src: str | Path, dst: str | Path, link: bool | str = True, year: int | None = None) -> Conversion:
     """Lay a TAU-NIGENS Spatial Sound Events 2020 or 2021 development download out in our layout.
 
@@ -285,7 +276,7 @@ def convert_tau_nigens(src: str | Path, dst: str | Path, link: bool | str = True
         pairs.append((recording.metadata, dst / "metadata_dev" / recording.split / f"{recording.name}.csv"))
     pairs = [(source.resolve() if mode == "symlink" else source, target) for source, target in pairs]
     todo = [(source, target) for source, target in pairs if not _in_place(source, target, mode)]
-    _check_writable(dst)
+    check_writable(dst)
     for source, target in todo:
         _place(source, target, mode)
     linked, kept = len(todo), len(pairs) - len(todo)

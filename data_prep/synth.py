@@ -29,6 +29,7 @@ import numpy as np
 from seld import SeldError, __version__
 from seld.arrays import Array, array_for_format, load_array
 from seld.audio import SAMPLE_RATE, write_audio
+from seld.data_prep import check_writable
 from seld.data_prep.rooms import RoomSpec, random_room
 from seld.data_prep.scenes import Scene, SceneSettings, generate_scene, label_rows, render_scene
 from seld.data_prep.sound_bank import STARSS23_CLASSES, make_bank
@@ -172,16 +173,6 @@ def _render_mixture(mixture: Mixture) -> str:
     return mixture.name
 
 
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        descriptor, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
-        os.close(descriptor)
-        os.unlink(probe)
-    except OSError as error:
-        raise SeldError(f"{out}: cannot write there ({error.strerror or error})") from None
-
-
 def _dataset_description(seed, classes, settings, arrays, rooms, mixtures, bank, minutes) -> dict:
     return {
         "generator": f"seld {__version__} synth",
@@ -238,7 +229,7 @@ def synth_command(args) -> int:
     bank = make_bank(classes, args.sounds, share)  # checks the sound folder before any work
     settings = SceneSettings(duration_s=float(args.duration), max_polyphony=int(args.max_polyphony))
     mixtures = plan(args.minutes, args.duration, args.rooms)
-    _check_writable(out)
+    check_writable(out)
 
     description = json.loads(json.dumps(
         _dataset_description(args.seed, classes, settings, arrays, args.rooms, mixtures, bank, args.minutes)))
