@@ -34,6 +34,7 @@ class WebView:
         self.history: collections.deque[bytes] = collections.deque(maxlen=HISTORY_FRAMES)
         self.clients_lock = threading.Lock()
         self.closing = False
+        self.end_message = b""
         self.last_stats: dict = {}
         self.page = (files("seld.realtime") / "web.html").read_bytes()
         view = self
@@ -80,13 +81,16 @@ class WebView:
         handler.send_header("Connection", "keep-alive")
         handler.end_headers()
         mailbox: queue.Queue = queue.Queue(CLIENT_QUEUE)
-        with self.clients_lock:
+        with self.clients_lock:  # with close(): a page gets the end event however late it comes
             backlog = list(self.history)  # a page opened mid-run starts with a full timeline
-            self.clients.add(mailbox)
+            if self.closing:
+                backlog.append(self.end_message)
+            else:
+                self.clients.add(mailbox)
         try:
             handler.wfile.write(b"retry: 1000\n\n" + b"".join(backlog))
             handler.wfile.flush()
-            while not self.closing:
+            while not (self.closing and mailbox.empty()):
                 try:
                     message = mailbox.get(timeout=KEEPALIVE_S)
                 except queue.Empty:
@@ -122,14 +126,15 @@ class WebView:
 
     def close(self, stats: dict) -> None:
         self.last_stats = stats
-        self._publish(b"event: end\ndata: " + json.dumps({"stats": stats}).encode() + b"\n\n")
-        self.closing = True
         with self.clients_lock:
+            self.end_message = b"event: end\ndata: " + json.dumps({"stats": stats}).encode() + b"\n\n"
+            self.closing = True
             clients = list(self.clients)
         for mailbox in clients:
-            try:
-                mailbox.put(None, timeout=0.5)
-            except queue.Full:
-                pass
+            for message in (self.end_message, None):
+                try:
+                    mailbox.put(message, timeout=0.5)
+                except queue.Full:
+                    pass
         self.server.shutdown()
         self.server.server_close()
