@@ -16,6 +16,7 @@ Distances are in metres, negative values clipped to 0.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Sequence
@@ -94,9 +95,10 @@ def angles_to_vector(azimuth, elevation) -> np.ndarray:
 
 def angle_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Angle in degrees between vectors (any length) along the last axis."""
-    a = a / (np.linalg.norm(a, axis=-1, keepdims=True) + 1e-10)
-    b = b / (np.linalg.norm(b, axis=-1, keepdims=True) + 1e-10)
-    return np.degrees(np.arccos(np.clip((a * b).sum(-1), -1.0, 1.0)))
+    # np.linalg.norm's own arithmetic, without its Python overhead (decode calls this per frame).
+    a = a / (np.sqrt(np.add.reduce(a * a, axis=-1, keepdims=True)) + 1e-10)
+    b = b / (np.sqrt(np.add.reduce(b * b, axis=-1, keepdims=True)) + 1e-10)
+    return np.degrees(np.arccos(np.clip(np.add.reduce(a * b, axis=-1), -1.0, 1.0)))
 
 
 def decode(
@@ -123,27 +125,38 @@ def decode(
         active = confidence > threshold
     else:
         tracks = outputs.reshape(frames, layout.tracks, axes, classes)
-        confidence = np.linalg.norm(tracks[:, :, :3], axis=2)  # [frames, tracks, classes]
+        vectors = tracks[:, :, :3]
+        confidence = np.sqrt(np.add.reduce(vectors * vectors, axis=2))  # norms [frames, tracks, classes]
         active = confidence > threshold
     confidence = np.minimum(confidence, 1.0)
 
-    detections = []
-    for frame, class_index in np.argwhere(active.any(axis=1)):
+    found = []  # (frame, class, first track, mean vector [axes], confidence)
+    for frame, class_index in np.argwhere(active.any(axis=1)).tolist():
         on = np.flatnonzero(active[frame, :, class_index])
         values = tracks[frame, :, :, class_index]  # [tracks, axes]
+        if len(on) == 1:  # the common case: a mean of one is the value itself
+            track = int(on[0])
+            found.append((frame, class_index, track, values[track], float(confidence[frame, track, class_index])))
+            continue
         for group in _merge_groups(values[on, :3], merge_threshold_deg):
             members = on[group]
-            mean = values[members].mean(axis=0)
-            azimuth, elevation = vector_to_angles(*mean[:3])
-            distance = max(float(mean[3]), 0.0) if layout.distance else None
-            detections.append(Detection(
-                int(frame) + frame_offset, int(class_index), int(members[0]), float(azimuth), float(elevation),
-                distance, float(confidence[frame, members, class_index].mean())))
+            # numpy's mean (sum, then divide), without its Python overhead
+            found.append((frame, class_index, int(members[0]), np.add.reduce(values[members]) / len(members),
+                          float(np.add.reduce(confidence[frame, members, class_index]) / len(members))))
+    if not found:
+        return []
+    means = np.array([mean for _, _, _, mean, _ in found])
+    azimuth, elevation = vector_to_angles(means[:, 0], means[:, 1], means[:, 2])
+    distance = np.maximum(means[:, 3], 0.0).tolist() if layout.distance else [None] * len(found)
+    detections = [Detection(frame + frame_offset, class_index, track, azimuth_deg, elevation_deg, distance_m, score)
+                  for (frame, class_index, track, _, score), azimuth_deg, elevation_deg, distance_m
+                  in zip(found, azimuth.tolist(), elevation.tolist(), distance)]
     return detections
 
 
 def _merge_groups(vectors: np.ndarray, threshold_deg: float) -> list[np.ndarray]:
-    """Indices of vectors grouped by "closer than threshold" (connected components).
+    """Indices of vectors grouped by "closer than threshold" (connected components), in order of
+    their lowest index.
 
     For three tracks this is the DCASE baseline's rule: one similar pair is merged,
     two or more similar pairs merge all three.
@@ -151,11 +164,23 @@ def _merge_groups(vectors: np.ndarray, threshold_deg: float) -> list[np.ndarray]
     count = len(vectors)
     if count == 1:
         return [np.zeros(1, dtype=int)]
-    close = angle_between(vectors[:, None, :], vectors[None, :, :]) < threshold_deg
-    labels = np.arange(count)
+    first, second = _pairs(count)
+    close = (angle_between(vectors[list(first)], vectors[list(second)]) < threshold_deg).tolist()
+    label = list(range(count))
     for _ in range(count):  # propagate the smallest index through each component
-        labels = np.array([labels[close[i]].min() for i in range(count)])
-    return [np.flatnonzero(labels == label) for label in np.unique(labels)]
+        for i, j, near in zip(first, second, close):
+            if near:
+                label[i] = label[j] = min(label[i], label[j])
+    groups: dict[int, list[int]] = {}
+    for index, value in enumerate(label):  # a component's label is its lowest index: seen first
+        groups.setdefault(value, []).append(index)
+    return [np.array(members) for members in groups.values()]
+
+
+@functools.lru_cache(maxsize=None)
+def _pairs(count: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    first, second = np.triu_indices(count, 1)
+    return tuple(first.tolist()), tuple(second.tolist())
 
 
 def to_rows(detections: Iterable[Detection]) -> list[tuple]:

@@ -123,25 +123,30 @@ def session_options(threads: int, **entries: str):
     return options
 
 
-def create_session(path: Path, device: str = "auto", purpose: str = "batch", threads: int | None = None):
+def create_session(path: Path, device: str = "auto", purpose: str = "batch", threads: int | None = None,
+                   dimensions: dict[str, int] | None = None, announce: bool = True):
     """An ONNX Runtime session tuned for `purpose` ("stream": one intra-op thread, for latency;
-    "batch": `threads`, all cores by default). Logs the providers it really got: ONNX Runtime
-    falls back to CPU silently."""
+    "batch": `threads`, all cores by default). `dimensions` fixes named dynamic dimensions
+    (e.g. ``{"batch": 1}``). Logs the providers it really got (at debug level unless `announce`):
+    ONNX Runtime falls back to CPU silently."""
     import onnxruntime
 
     if threads is None:
         threads = 1 if purpose == "stream" else (os.cpu_count() or 1)
     wanted = _providers(device)
+    options = session_options(threads)
+    for name, size in (dimensions or {}).items():
+        options.add_free_dimension_override_by_name(name, size)
     try:
-        session = onnxruntime.InferenceSession(str(path), session_options(threads), providers=wanted)
+        session = onnxruntime.InferenceSession(str(path), options, providers=wanted)
     except Exception as error:  # onnxruntime raises its own exception types
         raise SeldError(f"{path}: ONNX Runtime cannot load it: {str(error).splitlines()[0]}") from None
     got = session.get_providers()
     if "CUDAExecutionProvider" in wanted and "CUDAExecutionProvider" not in got:
-        level = logging.WARNING if device == "cuda" else logging.INFO
+        level = (logging.WARNING if device == "cuda" else logging.INFO) if announce else logging.DEBUG
         log.log(level, "%s: CUDA was asked for but ONNX Runtime runs it on %s", path.name, ", ".join(got))
     else:
-        log.info("%s: running on %s", path.name, ", ".join(got))
+        log.log(logging.INFO if announce else logging.DEBUG, "%s: running on %s", path.name, ", ".join(got))
     return session
 
 
@@ -188,7 +193,7 @@ class Engine:
         self.threshold: float = float(data["thresholds"]["activity"])
         self.merge_degrees: float = float(data["thresholds"]["merge_degrees"])
         features = FeatureConfig.from_dict(data["front_end"], str(self.model_dir / "seld.json"))
-        self.device = device
+        self.device, self.purpose = device, purpose
         cores = os.cpu_count() or 1
         # Threads for the CPU provider (the CUDA provider, when it is really there, ignores them).
         if purpose == "stream":
@@ -197,7 +202,9 @@ class Engine:
             self.parallel = max(1, min(parallel or cores, cores))
             threads = max(1, cores // self.parallel)
         self.spectrum = HostSpectrum(features, workers=threads)
+        self.threads = threads
         self.stream_session = create_session(self.model_dir / "stream.onnx", device, purpose, threads)
+        self._step_sessions: dict[int, Any] = {}
         self.offline_session = None if self.causal else create_session(self.model_dir / "model.onnx", device, purpose,
                                                                        threads)
         self.providers: list[str] = self.stream_session.get_providers()
@@ -381,6 +388,17 @@ class Engine:
         decoder = decode if len(outputs) < VECTORIZED_DECODE_FRAMES else decode_outputs
         return decoder(outputs, self.layout, self.threshold, self.merge_degrees, frame_offset)
 
+    def step_session(self, frames: int):
+        """stream.onnx for one stream (batch 1) and chunks of `frames` STFT frames. With every
+        dimension fixed, ONNX Runtime folds the graph's shape arithmetic away: ~20% less time per
+        100 ms chunk on one CPU thread (`seld bench stream`)."""
+        session = self._step_sessions.get(frames)
+        if session is None:
+            session = create_session(self.model_dir / "stream.onnx", self.device, self.purpose, self.threads,
+                                     {"batch": 1, "frames": frames}, announce=False)
+            self._step_sessions[frames] = session
+        return session
+
     def stream(self, chunk_frames: int = 1, keep_events: bool = False) -> "Stream":
         """A stream of `chunk_frames` label frames per graph call; with `keep_events`, the events
         that end are kept for `Stream.take_events` (annotating a file; a live stream drops them)."""
@@ -535,8 +553,8 @@ class Stream:
         host.set_row(0, self.spectrum_state, chunk)
         real, imag = host.transform()
         self.spectrum_state = host.state(0)
-        out, self.state = engine.stream_session.run(["outputs", "state_out"],
-                                                    {"real": real, "imag": imag, "state": self.state})
+        out, self.state = engine.step_session(real.shape[2]).run(["outputs", "state_out"],
+                                                                 {"real": real, "imag": imag, "state": self.state})
         out = out[0]
         detections = engine.decode(out, self.next_frame)
         frames = []
