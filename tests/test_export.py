@@ -57,10 +57,14 @@ def test_stream_equals_offline_for_any_block_size(tiny_model_package):
         start += size
     frames += stream.flush()
     assert [f.frame for f in frames] == list(range(31))
-    streamed = [sorted((d.class_index, round(d.azimuth, 3)) for d in f.detections) for f in frames]
-    expected = [sorted((d.class_index, round(d.azimuth, 3)) for d in engine.detections(audio) if d.frame == i)
+    # The step session's fixed shapes let ONNX Runtime pick other kernels: float32 rounding apart.
+    streamed = [sorted((d.class_index, d.azimuth) for d in f.detections) for f in frames]
+    expected = [sorted((d.class_index, d.azimuth) for d in engine.detections(audio) if d.frame == i)
                 for i in range(31)]
-    assert streamed == expected
+    assert [[c for c, _ in frame] for frame in streamed] == [[c for c, _ in frame] for frame in expected]
+    assert sum(map(len, expected)) > 0
+    for got, want in zip(streamed, expected):
+        assert [a for _, a in got] == pytest.approx([a for _, a in want], abs=1e-3)
 
 
 def test_engine_reports_the_provider_it_got(tiny_model_package, caplog):
