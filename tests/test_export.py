@@ -145,3 +145,17 @@ def test_annotate_wrong_channel_count(tiny_model_package, tmp_path, seld_cli):
     result = seld_cli("annotate", wav, "--model", tiny_model_package, "--out", tmp_path / "o")
     assert result.returncode == 1
     assert f"{wav}: has 2 channels, the array needs 4" in result.stderr
+
+
+def test_step_session_is_the_stream_graph_with_fixed_shapes(tiny_model_package):
+    engine = Engine(tiny_model_package, device="cpu", purpose="stream")
+    session = engine.step_session(5)
+    assert engine.step_session(5) is session  # made once per chunk size
+    assert session.get_inputs()[0].shape == [1, 4, 5, 513]  # fixed, where stream.onnx says batch, frames
+    assert engine.stream_session.get_inputs()[0].shape == ["batch", 4, "frames", 513]
+    rng = np.random.default_rng(1)
+    real, imag = (rng.standard_normal((1, 4, 5, 513)).astype(np.float32) for _ in range(2))
+    state = (0.1 * rng.standard_normal((1, engine.state_size))).astype(np.float32)
+    feeds = {"real": real, "imag": imag, "state": state}
+    for fixed, dynamic in zip(session.run(None, feeds), engine.stream_session.run(None, feeds)):
+        np.testing.assert_allclose(fixed, dynamic, atol=1e-5)
