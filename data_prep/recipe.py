@@ -39,8 +39,9 @@ TEST_DESCRIPTIONS = {
               "; real speech, which training only had procedurally) and new procedural instances",
 }
 TRAIN = ["--preset", "default", "batch_size=8", "epochs=40", "threads=1", "workers=1"]
-# The shipped models were then resumed to longer cosine schedules (a warm restart after each
-# stage), because validation kept improving: each stage resumes the run where it stands.
+# The shipped models were then resumed to longer schedules, because validation kept improving:
+# each stage resumes the run where it stands, its cosine stretched over the new total epochs (so
+# the learning rate rises again where a stage begins).
 EXTENSIONS = ["epochs=120", "epochs=180", "epochs=270"]
 
 
@@ -100,10 +101,11 @@ def describe_training(run: Path, sounds: Path) -> dict:
             f"(`seld synth-sounds`: " + "; ".join(f"{p} {v} ({l})" for p, v, l in packages) +
             "), the other half, and every class without recordings (speech, laughter, knock, ...), the procedural bank.")
     stages = [int(a.split("=")[1]) for a in TRAIN + EXTENSIONS if a.startswith("epochs=")]
-    restarts = ", ".join(str(epochs + 1) for epochs in stages[:-1])
+    rises = ", ".join(str(epochs + 1) for epochs in stages[:-1])
     training = (f"`seld train --preset default {' '.join(a for a in TRAIN if '=' in a)}` on `dev-train`, "
                 f"then resumed with `seld train --resume RUN` and " + ", then ".join(f"`{e}`" for e in EXTENSIONS) +
-                f" (cosine schedules restarted at epochs {restarts}; {len(history)} epochs in all, "
+                f" (each resume stretches the cosine schedule over the new total, so the learning rate rises again at "
+                f"epochs {rises}; {len(history)} epochs in all, "
                 f"validation on `dev-val` each epoch, the best epoch by SELD kept: "
                 f"learning rate {config['learning_rate']} with a cosine schedule, AdamW, channel-swap and "
                 f"time-frequency masking augmentation), on a 2-core CPU with no GPU, {hours:.1f} h "
