@@ -390,7 +390,7 @@ class Engine:
 
     def step_session(self, frames: int):
         """stream.onnx for one stream (batch 1) and chunks of `frames` STFT frames. With every
-        dimension fixed, ONNX Runtime folds the graph's shape arithmetic away: ~20% less time per
+        dimension fixed, ONNX Runtime folds the graph's shape arithmetic away: ~17% less graph time per
         100 ms chunk on one CPU thread (`seld bench stream`)."""
         session = self._step_sessions.get(frames)
         if session is None:
