@@ -15,7 +15,6 @@ from typing import Iterator
 
 import numpy as np
 import soundfile
-from scipy.signal import resample_poly
 
 from seld import SeldError
 
@@ -24,6 +23,14 @@ HOP = 480  # 20 ms STFT hop
 LABEL_HOP = 2_400  # 100 ms label frame = 5 hops
 # resample_poly's default filter half-length is 10 * max(up, down) samples at the upsampled rate.
 _HALF_LENGTH_FACTOR = 10
+
+
+def _resample_poly(audio: np.ndarray, up: int, down: int) -> np.ndarray:
+    # Imported on first use: scipy.signal pulls in scipy.stats, ~0.7 s at every start of
+    # `seld annotate` and `seld live`, which resample only for files at other rates.
+    from scipy.signal import resample_poly
+
+    return resample_poly(audio, up, down, axis=-1).astype(np.float32)
 
 
 def _open(path: Path) -> soundfile.SoundFile:
@@ -131,7 +138,7 @@ class StreamingResampler:
         self.total_input = 0
 
     def _resample_buffer(self) -> np.ndarray:
-        return resample_poly(self.buffer, self.up, self.down, axis=1).astype(np.float32)
+        return _resample_poly(self.buffer, self.up, self.down)
 
     def _emit(self, last_output: int) -> np.ndarray:
         if last_output < self.next_output:
@@ -165,7 +172,7 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     if rate_in == rate_out:
         return audio
     ratio = Fraction(rate_out, rate_in)
-    return resample_poly(audio, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
+    return _resample_poly(audio, ratio.numerator, ratio.denominator)
 
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:
