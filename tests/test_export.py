@@ -82,14 +82,16 @@ def test_not_a_model_package(tmp_path):
         Engine(tmp_path)
 
 
-def test_inference_path_never_imports_torch(tiny_model_package, tmp_path):
+def test_inference_path_never_imports_torch_or_scipy_stats(tiny_model_package, tmp_path):
     wav = tmp_path / "x.wav"
     soundfile.write(wav, np.zeros((4800, 4), np.float32), 24_000)
     code = (
         "import sys; from seld.cli import cli; "
         f"rc = cli(['annotate', {str(wav)!r}, '--model', {str(tiny_model_package)!r}, '--out', {str(tmp_path / 'o')!r}]); "
         "import seld.realtime.live, seld.engine; "
-        "assert rc == 0, rc; assert 'torch' not in sys.modules and 'torchaudio' not in sys.modules, 'torch imported'"
+        "assert rc == 0, rc; assert 'torch' not in sys.modules and 'torchaudio' not in sys.modules, 'torch imported'; "
+        # scipy.signal (and the scipy.stats it pulls in) only when a file needs resampling: a fast start
+        "assert 'scipy.stats' not in sys.modules, 'scipy.stats imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
