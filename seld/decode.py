@@ -148,10 +148,9 @@ def decode(
     means = np.array([mean for _, _, _, mean, _ in found])
     azimuth, elevation = vector_to_angles(means[:, 0], means[:, 1], means[:, 2])
     distance = np.maximum(means[:, 3], 0.0).tolist() if layout.distance else [None] * len(found)
-    detections = [Detection(frame + frame_offset, class_index, track, azimuth_deg, elevation_deg, distance_m, score)
-                  for (frame, class_index, track, _, score), azimuth_deg, elevation_deg, distance_m
-                  in zip(found, azimuth.tolist(), elevation.tolist(), distance)]
-    return detections
+    return [Detection(frame + frame_offset, class_index, track, azimuth_deg, elevation_deg, distance_m, score)
+            for (frame, class_index, track, _, score), azimuth_deg, elevation_deg, distance_m
+            in zip(found, azimuth.tolist(), elevation.tolist(), distance)]
 
 
 def _merge_groups(vectors: np.ndarray, threshold_deg: float) -> list[np.ndarray]:

@@ -84,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(out: Path, format_name: str, seconds: float) -> int:
     from seld.engine import Engine
-    from seld.formats import write_reference
 
     started = time.perf_counter()
     engine = Engine.default(format_name, "auto", "batch")

@@ -21,20 +21,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from seld import SeldError
 from seld.arrays import array_for_format
-from seld.audio import LABEL_HOP, read_audio
+from seld.audio import read_audio
 from seld.augment import channel_swaps
 from seld.config import apply_overrides, from_dict, load_toml, to_dict
 from seld.dataset import CropDataset, Recording, split_recordings
 from seld.decode import decode
 from seld.feature_cache import cache_features, cache_folder
 from seld.features import FeatureConfig, feature_shape
-from seld.formats import Events, read_reference
+from seld.formats import read_reference
 from seld.losses import SeldLoss
 from seld.metrics import SeldScorer
 from seld.model import ModelConfig, preset as model_preset

@@ -8,9 +8,8 @@ import pytest
 import soundfile
 import torch
 
-from conftest import tiny_dataset, write_scene
+from conftest import tiny_dataset
 from seld import SeldError
-from seld.cli import cli
 from seld.engine import Engine
 
 

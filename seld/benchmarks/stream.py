@@ -78,10 +78,8 @@ def _jitter_floor(p50_ms: float, chunks: int, repeats: int) -> dict:
 
 def _child(args: dict) -> dict:
     """Runs in a fresh process (no torch)."""
-    import onnxruntime
-
     from seld.benchmarks.reference_baseline import peak_rss_mb
-    from seld.engine import Engine, _HostFrames, session_options
+    from seld.engine import Engine, _HostFrames, create_session
 
     chunks, warmup, repeats = args["chunks"], args["warmup"], args["repeats"]
     engine = Engine(args["model"], "cpu", "stream")
@@ -136,10 +134,7 @@ def _child(args: dict) -> dict:
 
     # The reference: the graph that begins at raw audio, one chunk per call, one thread, its
     # dimensions fixed as the engine's step session's are.
-    options = session_options(1)
-    options.add_free_dimension_override_by_name("batch", 1)
-    options.add_free_dimension_override_by_name("samples", hop)
-    session = onnxruntime.InferenceSession(args["audio_graph"], options, providers=["CPUExecutionProvider"])
+    session = create_session(Path(args["audio_graph"]), "cpu", "stream", 1, {"batch": 1, "samples": hop}, announce=False)
     state_size = session.get_inputs()[1].shape[1]
     reference_runs = []
     for _ in range(repeats):
