@@ -185,3 +185,21 @@ def test_feature_cache_gives_the_features_of_audio_crops(tmp_path, caplog):
         assert features.shape == expected.shape == (7, 100, 64)
         torch.testing.assert_close(features[:, 2:], expected[:, 2:], atol=0.02, rtol=0.002)
         torch.testing.assert_close(targets, audio_targets)
+
+
+def test_recipe_combines_datasets_for_training_only(tmp_path):
+    """The recipe's last stage: the extra scenes become training splits; validation stays the first dataset's."""
+    from seld.data_prep.recipe import combine_datasets
+    from seld.dataset import split_recordings
+
+    first, more = tiny_dataset(tmp_path / "first"), tiny_dataset(tmp_path / "more")
+    (first / "dataset.json").write_text(json.dumps({"seed": 7}))
+    (more / "dataset.json").write_text(json.dumps({"seed": 8}))
+    combined = combine_datasets(first, more, tmp_path / "all")
+    assert combine_datasets(first, more, tmp_path / "all") == combined  # a rerun finds its links
+    train, validation = split_recordings(combined, "foa")
+    assert [r.audio_path.resolve() for r in validation] == [r.audio_path.resolve() for r in split_recordings(first, "foa")[1]]
+    assert len(train) == 2 + 3  # the first dataset's dev-train, and all of the other's
+    assert {r.audio_path.parent.name for r in train} == {"dev-train", "dev-train-s8-train", "dev-train-s8-val"}
+    assert not (combined / "foa_dev" / "dev-test").exists()  # no links to splits that are not there
+    assert all(r.metadata_path.is_file() for r in train)
