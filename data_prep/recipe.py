@@ -4,7 +4,8 @@
 
 1. real dry recordings from Debian packages (`seld synth-sounds`; needs apt),
 2. a dataset mixing them with the procedural bank (`seld synth`, both formats, rooms of
-   the test split never used in training),
+   the test split never used in training), and for FOA's last training stage 240 more
+   minutes from another seed in other rooms,
 3. training of the `default` causal preset (`seld train`, resumable: rerun the same
    command after an interruption),
 4. export to a model package (`seld export`), the activity threshold calibrated on the
