@@ -56,6 +56,11 @@ EXTENSIONS = {"foa": ["epochs=120", "epochs=180", "epochs=270", "epochs=360", "e
               "mic": ["epochs=120", "epochs=180"]}
 
 
+def uses_more_scenes(format_name: str) -> bool:
+    """Whether a format's training stages use MORE_SYNTH."""
+    return any("{more}" in extension for extension in EXTENSIONS[format_name])
+
+
 def seld(*arguments: str) -> None:
     command = [sys.executable, "-m", "seld", *arguments]
     print("+ seld " + " ".join(arguments), flush=True)
@@ -76,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             seld("synth-sounds", "--out", str(folder), "--packages", packages)
     seld("synth", "--out", str(data), "--sounds", str(sounds), *SYNTH)
     more = None
-    if any("{more}" in extension for extension in EXTENSIONS[args.format]):
+    if uses_more_scenes(args.format):
         seld("synth", "--out", str(out / "data_more"), "--sounds", str(sounds), *MORE_SYNTH)
         more = combine_datasets(data, out / "data_more", out / "data_all")
     if not (run / "last.pt").exists():
@@ -132,7 +137,7 @@ def describe_training(run: Path, sounds: Path) -> dict:
             f"ambient noise at 6-30 dB SNR. Half the events use real dry recordings from Debian packages "
             f"(`seld synth-sounds`: " + "; ".join(f"{p} {v} ({l})" for p, v, l in packages) +
             "), the other half, and every class without recordings (speech, laughter, knock, ...), the procedural bank.")
-    if any("{more}" in extension for extension in extensions):
+    if uses_more_scenes(config["format"]):
         data += (f" The last training stage adds `seld synth {' '.join(MORE_SYNTH)} --sounds SOUNDS`: 240 minutes per "
                  f"format from another seed in 24 other rooms, all used for training (DATA_ALL: the first dataset "
                  f"plus these scenes as extra dev-train splits; validation and test stay the first dataset's rooms).")
