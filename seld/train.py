@@ -74,6 +74,7 @@ class TrainConfig:
     threshold: float = 0.5
     device: str = "auto"
     threads: int = 0  # CPU threads for torch; 0: torch's default (all cores)
+    init_from: str = ""  # a run or checkpoint whose network weights start this run (see warm_start)
 
 
 TRAINING_PRESETS = {
@@ -175,6 +176,41 @@ def network_from_checkpoint(checkpoint: dict) -> tuple[SeldNetwork, TrainConfig]
     return network.eval(), config
 
 
+def warm_start(network: SeldNetwork, classes: tuple[str, ...], checkpoint: dict, source: str) -> None:
+    """Start from another run's CRNN weights, for example a MIC model from a trained FOA one.
+
+    The front end and the normalization stay this run's own. A tensor whose shape differs
+    only in its input channels (the first convolution: 7 FOA features against 10 MIC ones)
+    takes the leading ones both front ends share, a spectrum per audio channel, and zero
+    for the spatial features after them, which differ (intensity vectors, GCC, phase
+    differences): the network starts out detecting from the spectra as the source network
+    did, and learns the rest.
+    """
+    if list(checkpoint["config"].get("classes", [])) != list(classes):
+        raise SeldError(f"{source}: init_from needs a run with the same classes, in the same order")
+    own = network.state_dict()
+    copied, widened = 0, []
+    for name, value in checkpoint["model"].items():
+        if not name.startswith("crnn."):
+            continue
+        if name not in own:
+            raise SeldError(f"{source}: init_from needs the same architecture; {name} is not in this network")
+        target = own[name]
+        if value.shape == target.shape:
+            target.copy_(value)
+            copied += 1
+        elif value.dim() > 1 and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
+            shared = min(array_for_format(checkpoint["config"]["format"]).num_channels, network.num_channels)
+            target.zero_()
+            target[:, :shared] = value[:, :shared]
+            widened.append(f"{name} ({shared} of {target.shape[1]} input channels)")
+        else:
+            raise SeldError(f"{source}: init_from needs the same architecture; {name} is "
+                            f"{tuple(value.shape)} there, {tuple(target.shape)} here")
+    log.info("init_from %s: %d tensors copied%s", source, copied,
+             f", {', '.join(widened)} from the shared leading inputs" if widened else "")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(descriptor, "w") as handle:
@@ -268,6 +304,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         device = torch.device("cuda", torch.cuda.current_device())
     main_process = rank == 0
     torch.manual_seed(config.seed)
+    initial = load_checkpoint(config.init_from) if config.init_from and resume is None else None
 
     array = array_for_format(config.format)
     train_recordings, validation_recordings = split_recordings(config.data, config.format)
@@ -300,6 +337,8 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     else:
         mean, std = normalization_statistics(network, train_recordings, config.normalization_files, device)
         network.set_normalization(mean, std)
+        if initial is not None:
+            warm_start(network, config.classes, initial, config.init_from)
 
     model = network
     if distributed:

@@ -203,3 +203,42 @@ def test_recipe_combines_datasets_for_training_only(tmp_path):
     assert {r.audio_path.parent.name for r in train} == {"dev-train", "dev-train-s8-train", "dev-train-s8-val"}
     assert not (combined / "foa_dev" / "dev-test").exists()  # no links to splits that are not there
     assert all(r.metadata_path.is_file() for r in train)
+
+
+def test_init_from_starts_a_mic_run_from_foa_weights(tiny_run, tmp_path):
+    """Warm start across formats: the CRNN is copied, the first convolution keeps the spectra's inputs only."""
+    from seld.network import SeldNetwork
+    from seld.train import load_checkpoint, resolve_config, warm_start
+
+    source = load_checkpoint(tiny_run)
+    config = resolve_config("mic", "tiny", None, [], str(tmp_path))
+    network = SeldNetwork(config.features, config.model, TETRAHEDRAL)
+    own_front_end = {k: v.clone() for k, v in network.state_dict().items() if not k.startswith("crnn.")}
+    warm_start(network, config.classes, source, str(tiny_run))
+
+    state = network.state_dict()
+    for name, value in source["model"].items():
+        if name.startswith("crnn.") and name != "crnn.blocks.0.conv.weight":
+            assert torch.equal(state[name], value), name
+    first = state["crnn.blocks.0.conv.weight"]  # 10 MIC inputs: 4 log-mel, 6 GCC; FOA: 4 log-mel, 3 intensity
+    assert torch.equal(first[:, :4], source["model"]["crnn.blocks.0.conv.weight"][:, :4])
+    assert not first[:, 4:].any()
+    for name, value in own_front_end.items():  # normalization and front end stay this run's own
+        assert torch.equal(state[name], value), name
+
+    other = resolve_config("mic", "tiny", None, ["model.gru_size=8"], str(tmp_path))
+    with pytest.raises(SeldError, match="same architecture"):
+        warm_start(SeldNetwork(other.features, other.model, TETRAHEDRAL), other.classes, source, "foa run")
+    with pytest.raises(SeldError, match="same classes"):
+        warm_start(network, tuple(reversed(config.classes)), source, "foa run")
+
+
+def test_init_from_through_the_command_line(tiny_run, tmp_path, capsys):
+    data = tiny_dataset(tmp_path / "data", "mic")
+    run = tmp_path / "mic"
+    assert cli(["train", "--data", str(data), "--out", str(run), "--format", "mic", "--preset", "tiny", "epochs=1",
+                f"init_from={tiny_run}"]) == 0
+    assert json.loads((run / "config.json").read_text())["init_from"] == str(tiny_run)
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "bad"), "--format", "mic", "--preset", "tiny",
+                "epochs=1", f"init_from={tmp_path / 'nowhere'}"]) == 1
+    assert "nowhere: no checkpoint" in capsys.readouterr().err
