@@ -74,7 +74,7 @@ class TrainConfig:
     threshold: float = 0.5
     device: str = "auto"
     threads: int = 0  # CPU threads for torch; 0: torch's default (all cores)
-    init_from: str = ""  # a run or checkpoint whose network weights start this run (see warm_start)
+    init_from: str = ""  # a run or checkpoint whose CRNN weights start this run (see warm_start)
 
 
 TRAINING_PRESETS = {
@@ -189,6 +189,7 @@ def warm_start(network: SeldNetwork, classes: tuple[str, ...], checkpoint: dict,
     if list(checkpoint["config"].get("classes", [])) != list(classes):
         raise SeldError(f"{source}: init_from needs a run with the same classes, in the same order")
     own = network.state_dict()
+    shared = min(array_for_format(checkpoint["config"]["format"]).num_channels, network.num_channels)
     copied, widened = 0, []
     for name, value in checkpoint["model"].items():
         if not name.startswith("crnn."):
@@ -200,7 +201,6 @@ def warm_start(network: SeldNetwork, classes: tuple[str, ...], checkpoint: dict,
             target.copy_(value)
             copied += 1
         elif value.dim() > 1 and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
-            shared = min(array_for_format(checkpoint["config"]["format"]).num_channels, network.num_channels)
             target.zero_()
             target[:, :shared] = value[:, :shared]
             widened.append(f"{name} ({shared} of {target.shape[1]} input channels)")
