@@ -26,7 +26,7 @@ HANDLERS = {
     "bench": "seld.benchmarks:bench_command",
 }
 
-BENCHMARKS = ("features", "synth", "model", "accuracy", "annotate", "stream")
+BENCHMARKS = ("features", "synth", "model", "accuracy", "annotate", "stream", "gpu")
 
 
 def build_parser() -> argparse.ArgumentParser:

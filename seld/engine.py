@@ -124,11 +124,12 @@ def session_options(threads: int, **entries: str):
 
 
 def create_session(path: Path, device: str = "auto", purpose: str = "batch", threads: int | None = None,
-                   dimensions: dict[str, int] | None = None, announce: bool = True):
+                   dimensions: dict[str, int] | None = None, announce: bool = True, cuda_graph: bool = False):
     """An ONNX Runtime session tuned for `purpose` ("stream": one intra-op thread, for latency;
     "batch": `threads`, all cores by default). `dimensions` fixes named dynamic dimensions
-    (e.g. ``{"batch": 1}``). Logs the providers it really got (at debug level unless `announce`):
-    ONNX Runtime falls back to CPU silently."""
+    (e.g. ``{"batch": 1}``). `cuda_graph`: the CUDA provider replays each run as one CUDA graph (every
+    node on CUDA, fixed shapes, inputs and outputs bound once; see _BoundStep). Logs the providers it
+    really got (at debug level unless `announce`): ONNX Runtime falls back to CPU silently."""
     import onnxruntime
 
     if threads is None:
@@ -137,8 +138,13 @@ def create_session(path: Path, device: str = "auto", purpose: str = "batch", thr
     options = session_options(threads)
     for name, size in (dimensions or {}).items():
         options.add_free_dimension_override_by_name(name, size)
+    providers: list = list(wanted)
+    if "CUDAExecutionProvider" in wanted:
+        # TF32 matmuls moved the recurrent state ~2e-3 from the CPU's (measured on an H200); off, 1e-5.
+        cuda_options = {"use_tf32": "0", **({"enable_cuda_graph": "1"} if cuda_graph else {})}
+        providers[0] = ("CUDAExecutionProvider", cuda_options)
     try:
-        session = onnxruntime.InferenceSession(str(path), options, providers=wanted)
+        session = onnxruntime.InferenceSession(str(path), options, providers=providers)
     except Exception as error:  # onnxruntime raises its own exception types
         raise SeldError(f"{path}: ONNX Runtime cannot load it: {str(error).splitlines()[0]}") from None
     got = session.get_providers()
@@ -399,6 +405,19 @@ class Engine:
             self._step_sessions[frames] = session
         return session
 
+    def bound_step(self, frames: int) -> "_BoundStep":
+        """One stream's stream.onnx calls on chunks of `frames` STFT frames, through buffers bound
+        once. Live streaming on CUDA gets a session of its own that runs as a CUDA graph."""
+        if self.purpose == "stream" and "CUDAExecutionProvider" in self.providers:
+            try:
+                session = create_session(self.model_dir / "stream.onnx", self.device, self.purpose, self.threads,
+                                         {"batch": 1, "frames": frames}, announce=False, cuda_graph=True)
+                return _BoundStep(session, frames, self)
+            except Exception as error:  # onnxruntime's own types; e.g. a node left on the CPU
+                log.info("%s: no CUDA graph for streaming (%s); launching its kernels one by one",
+                         self.model_dir / "stream.onnx", str(error).splitlines()[0])
+        return _BoundStep(self.step_session(frames), frames, self)
+
     def stream(self, chunk_frames: int = 1, keep_events: bool = False) -> "Stream":
         """A stream of `chunk_frames` label frames per graph call; with `keep_events`, the events
         that end are kept for `Stream.take_events` (annotating a file; a live stream drops them)."""
@@ -497,6 +516,39 @@ class _HostFrames:
         return self.real.reshape(self.shape), self.imag.reshape(self.shape)
 
 
+class _BoundStep:
+    """stream.onnx calls for one stream through IOBinding: inputs and outputs live in buffers bound
+    once (on the GPU when the session runs on CUDA), so a call allocates nothing. With the session's
+    CUDA graph on, the first call captures the step and later calls replay it: measured on an H200,
+    0.36 ms per 100 ms chunk (p99 0.38) against 1.33 ms (p99 2.23) launching its kernels one by one."""
+
+    def __init__(self, session, frames: int, engine: Engine):
+        import onnxruntime
+
+        device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
+        def buffer(shape: list[int]):
+            return onnxruntime.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, device, 0)
+
+        spectrum_shape = [1, engine.num_channels, frames, engine.spectrum.config.num_bins]
+        self.real, self.imag = buffer(spectrum_shape), buffer(spectrum_shape)
+        self.state, self.state_out = buffer([1, engine.state_size]), buffer([1, engine.state_size])
+        self.outputs = buffer([1, frames * engine.hop // engine.label_hop, engine.layout.size])
+        self.session, self.binding = session, session.io_binding()
+        for name in ("real", "imag", "state"):
+            self.binding.bind_ortvalue_input(name, getattr(self, name))
+        self.binding.bind_ortvalue_output("outputs", self.outputs)
+        self.binding.bind_ortvalue_output("state_out", self.state_out)
+
+    def run(self, real: np.ndarray, imag: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(outputs [1, label frames, size], state_out [1, state size]), arrays of their own."""
+        self.real.update_inplace(real)
+        self.imag.update_inplace(imag)
+        self.state.update_inplace(state)
+        self.session.run_with_iobinding(self.binding)
+        return self.outputs.numpy().copy(), self.state_out.numpy().copy()  # CPU buffers are views
+
+
 class Stream:
     """Audio blocks of any size in, label frames out as soon as each is complete."""
 
@@ -508,6 +560,7 @@ class Stream:
         self.state = np.zeros((1, engine.state_size), np.float32)
         self.spectrum_state = engine.spectrum.initial_state(engine.num_channels)
         self.host_frames: dict[int, _HostFrames] = {}  # by chunk size
+        self.steps: dict[int, _BoundStep] = {}  # by STFT frames per chunk
         self.next_frame = 0
         self.tracker = EventTracker(class_names=engine.class_names, keep_frames=keep_events)
         self.finished = False
@@ -538,6 +591,12 @@ class Stream:
             self.events += self.tracker.flush()
         return frames
 
+    def step(self, frames: int) -> _BoundStep:
+        step = self.steps.get(frames)
+        if step is None:
+            step = self.steps[frames] = self.engine.bound_step(frames)
+        return step
+
     def take_events(self) -> list[dict]:
         """The events that ended since the last call (all of them after `flush`), with
         `keep_events`: the `events` of NAME.json, unsorted."""
@@ -553,8 +612,7 @@ class Stream:
         host.set_row(0, self.spectrum_state, chunk)
         real, imag = host.transform()
         self.spectrum_state = host.state(0)
-        out, self.state = engine.step_session(real.shape[2]).run(["outputs", "state_out"],
-                                                                 {"real": real, "imag": imag, "state": self.state})
+        out, self.state = self.step(real.shape[2]).run(real, imag, self.state)
         out = out[0]
         detections = engine.decode(out, self.next_frame)
         frames = []

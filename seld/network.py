@@ -58,7 +58,11 @@ class SeldNetwork(nn.Module):
     def forward(self, audio: torch.Tensor, augment: bool = False, precomputed: bool = False) -> torch.Tensor:
         """audio [batch, channels, samples] -> outputs [batch, label_frames, output_size].
         With `precomputed`, the input is already the front end's features (a feature cache)."""
-        features = self._normalize(audio if precomputed else self.front_end(audio))
+        # Features in float32 under mixed precision: spectral power overflows float16 (measured: NaN
+        # loss in the first epoch of a CUDA run).
+        with torch.autocast(audio.device.type, enabled=False):
+            audio = audio.float()
+            features = self._normalize(audio if precomputed else self.front_end(audio))
         if augment and self.training:
             features = mask_time_frequency(features)
         return self.crnn(features)

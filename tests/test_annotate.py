@@ -85,6 +85,26 @@ def test_host_frames_equal_host_spectrum(tiny_model_package, batch, samples):
             assert np.array_equal(frames.state(row), states[row])
 
 
+def test_bound_step_equals_a_session_run_and_hands_out_arrays_of_its_own(tiny_model_package):
+    """The stream's IOBinding path (the CUDA-graph path on a GPU) computes what a plain run does, and
+    what it returns is not overwritten by the next call (CPU buffers are shared with numpy)."""
+    engine = Engine(tiny_model_package, device="cpu", purpose="stream")
+    frames = engine.label_hop // engine.hop
+    step = engine.bound_step(frames)
+    rng = np.random.default_rng(0)
+    shape = (1, engine.num_channels, frames, engine.spectrum.config.num_bins)
+    state = np.zeros((1, engine.state_size), np.float32)
+    returned = []
+    for _ in range(3):
+        real, imag = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32)
+        expected = engine.step_session(frames).run(["outputs", "state_out"], {"real": real, "imag": imag,
+                                                                               "state": state})
+        outputs, state = step.run(real, imag, state)
+        assert np.array_equal(outputs, expected[0]) and np.array_equal(state, expected[1])
+        returned.append((outputs, expected[0]))
+    assert all(np.array_equal(got, expected) for got, expected in returned)
+
+
 # ------------------------------------------------------------------ the engine on blocks
 
 

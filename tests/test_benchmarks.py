@@ -1,6 +1,11 @@
 """The benchmarks run end to end on a small budget (their figures are for `seld bench`, not tests)."""
 
+import pytest
+
+import seld.benchmarks.annotate as bench_annotate
+import seld.benchmarks.gpu as bench_gpu
 import seld.benchmarks.stream as bench_stream
+from seld import SeldError
 
 
 def test_bench_stream_reports_parts_reference_and_the_machines_jitter(monkeypatch):
@@ -16,3 +21,27 @@ def test_bench_stream_reports_parts_reference_and_the_machines_jitter(monkeypatc
     assert result["latency"]["window_plus_chunk_ms"] == 140
     table = bench_stream.format_table(result)
     assert "machine jitter" in table and "Stream.push" in table
+
+
+def test_bench_gpu_takes_its_steps_and_counts_nodes_per_provider(monkeypatch):
+    """Without a GPU, run("cpu") goes through every step `seld bench gpu` takes on one."""
+    for name, value in (("FILES", 3), ("FILE_SECONDS", 12.0), ("STREAM_CHUNKS", 40), ("STREAM_WARMUP", 5),
+                        ("GRAPH_REPEATS", 1), ("BATCHES", ((2, 10),)), ("WHOLE_FILES_PER_CALL", 2)):
+        monkeypatch.setattr(bench_gpu, name, value)
+    monkeypatch.setattr(bench_annotate, "REPEATS", 1)
+    monkeypatch.setattr(bench_annotate, "WARMUP_FILES", 1)
+    result = bench_gpu.run("cpu")
+    for placement in result["placement"].values():
+        assert placement["nodes_per_provider"]["CPUExecutionProvider"] > 50
+    assert result["batch"]["cpu"]["csv_rows"] > 0 and result["batch"]["gpu_over_cpu"] > 0
+    graph = result["batch"]["stream_graph_batched"]["2x10"]
+    assert graph["audio_seconds_per_call"] == 2.0 and graph["graph_inputs_on_gpu_x_real_time"] > 0
+    assert 0 < result["streaming"]["cpu"]["per_chunk"]["p50_ms"] <= result["streaming"]["cpu"]["per_chunk"]["p99_ms"]
+    table = bench_gpu.format_table(result)
+    assert "placement" in table and "Stream.push" in table
+
+
+def test_bench_gpu_without_a_gpu_says_so(monkeypatch):
+    monkeypatch.setattr("seld.engine._nvidia_gpu_present", lambda: False)
+    with pytest.raises(SeldError, match="CUDA provider|no NVIDIA GPU"):
+        bench_gpu.run()

@@ -17,6 +17,25 @@ from seld.augment import channel_swaps
 from seld.cli import cli
 
 
+def test_features_stay_float32_under_mixed_precision():
+    """Training on CUDA runs under float16 autocast, where spectral power overflows (NaN loss in the
+    first epoch of a real run on an H200): the front end and normalization run in float32."""
+    from seld.model import preset
+    from seld.network import SeldNetwork
+    from seld.spectrum import FeatureConfig
+
+    network = SeldNetwork(FeatureConfig(), preset("tiny"), FOA).eval()
+    features = []
+    network.crnn.register_forward_pre_hook(lambda module, args: features.append(args[0]))
+    audio = 0.5 * torch.randn(1, 4, 24_000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        network(audio)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            network(audio)
+    assert features[1].dtype == torch.float32
+    torch.testing.assert_close(features[1], features[0])
+
+
 def test_tiny_run_writes_everything(tiny_run):
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["preset"] == "tiny" and config["epochs"] == 2

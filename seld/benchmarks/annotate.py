@@ -69,7 +69,7 @@ def _child(args: dict) -> dict:
     from seld.benchmarks.reference_baseline import peak_rss_mb
     from seld.engine import Engine
 
-    engine = Engine(args["model"], "cpu", "batch", parallel=args["parallel"])
+    engine = Engine(args["model"], args.get("device", "cpu"), "batch", parallel=args["parallel"])
     inputs = sorted(Path(args["inputs"]).glob("*.wav"))
     out = Path(args["out"])
     jobs, _ = find_jobs(map(str, inputs[:WARMUP_FILES]), out / "warmup")
@@ -85,13 +85,14 @@ def _child(args: dict) -> dict:
             raise RuntimeError(f"annotation failed: {summary.failures}")
     rows = sum(len(path.read_text().splitlines()) for path in (out / "run0").glob("*.csv"))
     return {"seconds": times, "cpu_seconds": cpu, "rows": rows, "parallel": engine.parallel,
+            "providers": engine.providers,
             "ort_threads_per_loop": engine.stream_session.get_session_options().intra_op_num_threads,
             "max_rss_mb": peak_rss_mb()}
 
 
-def _run_child(model: Path, inputs: Path, out: Path, parallel: int) -> dict:
+def _run_child(model: Path, inputs: Path, out: Path, parallel: int, device: str = "cpu") -> dict:
     arguments = json.dumps({"model": str(model), "inputs": str(inputs), "out": str(out), "parallel": parallel,
-                            "repeats": REPEATS})
+                            "repeats": REPEATS, "device": device})
     result = subprocess.run([sys.executable, "-m", "seld.benchmarks.annotate", arguments], capture_output=True,
                             text=True, check=False)
     if result.returncode:

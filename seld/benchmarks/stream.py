@@ -82,7 +82,8 @@ def _child(args: dict) -> dict:
     from seld.engine import Engine, _HostFrames, create_session
 
     chunks, warmup, repeats = args["chunks"], args["warmup"], args["repeats"]
-    engine = Engine(args["model"], "cpu", "stream")
+    device = args.get("device", "cpu")
+    engine = Engine(args["model"], device, "stream")
     audio = np.load(args["audio"])
     hop = engine.label_hop
     count = audio.shape[1] // hop
@@ -117,8 +118,7 @@ def _child(args: dict) -> dict:
             real, imag = host.transform()
             stream.spectrum_state = host.state(0)
             t1 = time.perf_counter()
-            outputs, stream.state = engine.step_session(real.shape[2]).run(
-                ["outputs", "state_out"], {"real": real, "imag": imag, "state": stream.state})
+            outputs, stream.state = stream.step(real.shape[2]).run(real, imag, stream.state)
             t2 = time.perf_counter()
             detections = engine.decode(outputs[0], stream.next_frame)
             t3 = time.perf_counter()
@@ -134,7 +134,7 @@ def _child(args: dict) -> dict:
 
     # The reference: the graph that begins at raw audio, one chunk per call, one thread, its
     # dimensions fixed as the engine's step session's are.
-    session = create_session(Path(args["audio_graph"]), "cpu", "stream", 1, {"batch": 1, "samples": hop}, announce=False)
+    session = create_session(Path(args["audio_graph"]), device, "stream", 1, {"batch": 1, "samples": hop}, announce=False)
     state_size = session.get_inputs()[1].shape[1]
     reference_runs = []
     for _ in range(repeats):
