@@ -136,6 +136,9 @@ class StreamingResampler:
         self.buffer_start = 0  # input index of buffer[:, 0]; always a multiple of `down`
         self.next_output = 0
         self.total_input = 0
+        # scipy.signal now, before the audio flows: imported at the first push, it held a live
+        # stream's first block ~1 s (the frames after it then came in a burst).
+        import scipy.signal  # noqa: F401
 
     def _resample_buffer(self) -> np.ndarray:
         return _resample_poly(self.buffer, self.up, self.down)

@@ -15,7 +15,7 @@ from seld import SeldError
 from seld.annotate import annotate, find_jobs
 from seld.cli import cli
 from seld.decode import Detection, OutputLayout, assign_tracks, decode
-from seld.engine import Engine, _HostFrames
+from seld.engine import Engine, _BoundStep, _HostFrames
 from seld.formats import write_prediction
 from seld.outputs import decode_outputs, detections_to_events, write_csv
 
@@ -90,7 +90,7 @@ def test_bound_step_equals_a_session_run_and_hands_out_arrays_of_its_own(tiny_mo
     what it returns is not overwritten by the next call (CPU buffers are shared with numpy)."""
     engine = Engine(tiny_model_package, device="cpu", purpose="stream")
     frames = engine.label_hop // engine.hop
-    step = engine.bound_step(frames)
+    step = _BoundStep(engine.step_session(frames), frames, engine)  # on the CPU: the mechanics alone
     rng = np.random.default_rng(0)
     shape = (1, engine.num_channels, frames, engine.spectrum.config.num_bins)
     state = np.zeros((1, engine.state_size), np.float32)
