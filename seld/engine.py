@@ -106,6 +106,12 @@ def _nvidia_gpu_present() -> bool:
     return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
 
 
+def cuda_provider(cuda_graph: bool = False) -> tuple[str, dict[str, str]]:
+    """ONNX Runtime's CUDA provider with our options: TF32 off (its matmuls moved the recurrent state
+    ~2e-3 from the CPU's on an H200; off, 1e-5), and on request CUDA graphs (see _BoundStep)."""
+    return "CUDAExecutionProvider", {"use_tf32": "0", **({"enable_cuda_graph": "1"} if cuda_graph else {})}
+
+
 def session_options(threads: int, **entries: str):
     """SessionOptions: `threads` intra-op threads, one inter-op thread, sequential execution,
     all graph optimizations; `entries` are ONNX Runtime config entries (e.g.
@@ -138,11 +144,7 @@ def create_session(path: Path, device: str = "auto", purpose: str = "batch", thr
     options = session_options(threads)
     for name, size in (dimensions or {}).items():
         options.add_free_dimension_override_by_name(name, size)
-    providers: list = list(wanted)
-    if "CUDAExecutionProvider" in wanted:
-        # TF32 matmuls moved the recurrent state ~2e-3 from the CPU's (measured on an H200); off, 1e-5.
-        cuda_options = {"use_tf32": "0", **({"enable_cuda_graph": "1"} if cuda_graph else {})}
-        providers[0] = ("CUDAExecutionProvider", cuda_options)
+    providers: list = [cuda_provider(cuda_graph) if name == "CUDAExecutionProvider" else name for name in wanted]
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=providers)
     except Exception as error:  # onnxruntime raises its own exception types

@@ -50,23 +50,25 @@ def _gpu_name() -> str:
 # ------------------------------------------------------------------ in a child process (no torch)
 
 
-def _session(path: Path, device: str, profile_prefix: str | None = None):
+def _session(path: Path, device: str, profile_prefix: str | None = None, dimensions: dict[str, int] | None = None):
     """A batch session on `device` ("cuda"; "cpu" to try this module on a machine without a GPU)."""
     import onnxruntime
 
-    from seld.engine import session_options
+    from seld.engine import cuda_provider, session_options
 
     options = session_options(os.cpu_count() or 1)
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
-    providers = (["CUDAExecutionProvider"] if device == "cuda" else []) + ["CPUExecutionProvider"]
+    for name, size in (dimensions or {}).items():
+        options.add_free_dimension_override_by_name(name, size)
+    providers = ([cuda_provider()] if device == "cuda" else []) + ["CPUExecutionProvider"]
     return onnxruntime.InferenceSession(str(path), options, providers=providers)
 
 
-def _placement(path: Path, feed: dict, folder: Path, device: str) -> dict:
+def _placement(path: Path, feed: dict, folder: Path, device: str, dimensions: dict[str, int] | None = None) -> dict:
     """Nodes of `path`'s graph per provider that ran them, read from ONNX Runtime's profile."""
-    session = _session(path, device, str(folder / path.stem))
+    session = _session(path, device, str(folder / f"{path.stem}-{len(dimensions or {})}"), dimensions)
     for _ in range(3):
         session.run(None, feed)
     events = json.loads(Path(session.end_profiling()).read_text())
@@ -167,6 +169,9 @@ def _child(args: dict) -> dict:
         "available_providers": onnxruntime.get_available_providers(),
         "engine_providers": engine.providers,
         "placement": {"stream.onnx": _placement(engine.model_dir / "stream.onnx", step_feed, folder, device),
+                      "stream.onnx, dimensions fixed": _placement(
+                          engine.model_dir / "stream.onnx", step_feed, folder, device,
+                          {"batch": 1, "frames": engine.label_hop // engine.hop}),
                       "audio_model.onnx": _placement(audio_graph, ten_seconds, folder, device)},
         "stream_graph_batched": _stream_graph_throughput(engine, audio, device, args["batches"], args["repeats"]),
         "audio_graph_whole_files": _audio_graph_throughput(audio_graph, audio, engine.sample_rate, device,
@@ -266,9 +271,9 @@ def format_table(result: dict) -> str:
     batch, streaming = result["batch"], result["streaming"]
     lines = [f"seld bench gpu: {result['machine']['gpu']}; {result['machine']['cores']} cores "
              f"({result['machine']['cpu']}); onnxruntime {result['onnxruntime']}",
-             "placement (nodes per provider, from ONNX Runtime's profile):"]
+             "placement (nodes per provider, from ONNX Runtime's profile; streaming runs with dimensions fixed):"]
     for graph, placement in result["placement"].items():
-        lines.append(f"  {graph:<18} {placement['nodes_per_provider']}")
+        lines.append(f"  {graph:<30} {placement['nodes_per_provider']}")
     lines.append(f"batch, seld annotate on {batch['audio_hours']:.0f} h (read, FFT, graph, decode, write):")
     for device in (result["device"], "cpu"):
         entry = batch[device]
