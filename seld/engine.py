@@ -407,17 +407,20 @@ class Engine:
             self._step_sessions[frames] = session
         return session
 
-    def stream_step(self, frames: int) -> "_BoundStep | _PlainStep":
-        """One stream's stream.onnx calls on chunks of `frames` STFT frames. Live streaming on CUDA
-        gets a session of its own that runs as a CUDA graph, through buffers bound once."""
-        if self.purpose == "stream" and "CUDAExecutionProvider" in self.providers:
+    def stream_step(self, frames: int, cuda_graph: bool = True) -> "_BoundStep | _PlainStep":
+        """One stream's stream.onnx calls on chunks of `frames` STFT frames. A streaming engine on
+        CUDA gives each stream a session of its own that runs as a CUDA graph (captured here, before
+        the audio flows); `cuda_graph=False`, or a graph that cannot be made, plain runs of the
+        engine's shared step session."""
+        if cuda_graph and self.purpose == "stream" and "CUDAExecutionProvider" in self.providers:
             try:
                 session = create_session(self.model_dir / "stream.onnx", self.device, self.purpose, self.threads,
                                          {"batch": 1, "frames": frames}, announce=False, cuda_graph=True)
-                return _BoundStep(session, frames, self)
+                return _BoundStep(session, frames, self).capture()
             except Exception as error:  # onnxruntime's own types; e.g. a node left on the CPU
-                log.info("%s: no CUDA graph for streaming (%s); launching its kernels one by one",
-                         self.model_dir / "stream.onnx", str(error).splitlines()[0])
+                reason = (str(error).splitlines() or [repr(error)])[0]
+                log.warning("%s: no CUDA graph for streaming (%s); launching its kernels one by one",
+                            self.model_dir / "stream.onnx", reason)
         return _PlainStep(self.step_session(frames))
 
     def stream(self, chunk_frames: int = 1, keep_events: bool = False) -> "Stream":
@@ -530,16 +533,24 @@ class _PlainStep:
         return outputs, state_out
 
 
+# ONNX Runtime captures CUDA graphs in the global capture mode, which another thread's CUDA work
+# breaks: captures and replays take turns (a step is ~0.4 ms).
+_CUDA_GRAPH_LOCK = threading.Lock()
+
+
 class _BoundStep:
     """stream.onnx calls for one stream through IOBinding: inputs and outputs live in buffers bound
-    once (on the GPU when the session runs on CUDA), so a call allocates nothing. With the session's
-    CUDA graph on, the first call captures the step and later calls replay it: measured on an H200,
-    0.36 ms per 100 ms chunk (p99 0.38) against 1.33 ms (p99 2.23) launching its kernels one by one."""
+    once (on the GPU when the session runs on CUDA). With the session's CUDA graph on, ONNX Runtime
+    runs the step normally at first, then captures it and replays it: measured on an H200, the graph
+    call alone 0.36 ms per 100 ms chunk (p99 0.38) against 1.33 ms (p99 2.23) launching its kernels one
+    by one. The state goes through the host each chunk (54 kB each way). One stream, one thread:
+    ONNX Runtime keeps a captured graph per thread."""
 
     def __init__(self, session, frames: int, engine: Engine):
         import onnxruntime
 
         device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.on_cpu = device == "cpu"
 
         def buffer(shape: list[int]):
             return onnxruntime.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, device, 0)
@@ -554,13 +565,25 @@ class _BoundStep:
         self.binding.bind_ortvalue_output("outputs", self.outputs)
         self.binding.bind_ortvalue_output("state_out", self.state_out)
 
+    def capture(self, runs: int = 3) -> "_BoundStep":
+        """Runs the step until ONNX Runtime has captured its graph (after one plain run in 1.31, two
+        in newer sources), so neither the capture nor its errors land in a stream's first chunks."""
+        zeros = np.zeros(self.real.shape(), np.float32)
+        for _ in range(runs):
+            self.run(zeros, zeros, np.zeros(self.state.shape(), np.float32))
+        return self
+
     def run(self, real: np.ndarray, imag: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(outputs [1, label frames, size], state_out [1, state size]), arrays of their own."""
-        self.real.update_inplace(real)
-        self.imag.update_inplace(imag)
-        self.state.update_inplace(state)
-        self.session.run_with_iobinding(self.binding)
-        return self.outputs.numpy().copy(), self.state_out.numpy().copy()  # CPU buffers are views
+        with _CUDA_GRAPH_LOCK:
+            self.real.update_inplace(real)
+            self.imag.update_inplace(imag)
+            self.state.update_inplace(state)
+            self.session.run_with_iobinding(self.binding)
+            outputs, state_out = self.outputs.numpy(), self.state_out.numpy()
+        if self.on_cpu:  # numpy views of the bound buffers: the next call would overwrite them
+            outputs, state_out = outputs.copy(), state_out.copy()
+        return outputs, state_out
 
 
 class Stream:
@@ -607,8 +630,9 @@ class Stream:
 
     def step(self, frames: int) -> _BoundStep | _PlainStep:
         step = self.steps.get(frames)
-        if step is None:
-            step = self.steps[frames] = self.engine.stream_step(frames)
+        if step is None:  # a CUDA graph for the regular chunk, not for flush's last, shorter one
+            regular = frames == self.chunk_samples // self.engine.hop
+            step = self.steps[frames] = self.engine.stream_step(frames, cuda_graph=regular)
         return step
 
     def take_events(self) -> list[dict]:

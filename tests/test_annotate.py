@@ -105,6 +105,27 @@ def test_bound_step_equals_a_session_run_and_hands_out_arrays_of_its_own(tiny_mo
     assert all(np.array_equal(got, expected) for got, expected in returned)
 
 
+def test_a_cuda_graph_that_cannot_be_made_falls_back_to_plain_runs(tiny_model_package, monkeypatch, caplog):
+    """A streaming engine on CUDA asks for a CUDA-graph step; when ONNX Runtime cannot make one, the
+    stream gets plain runs of the shared step session, and the log says why."""
+    import seld.engine as engine_module
+
+    engine = Engine(tiny_model_package, device="cpu", purpose="stream")
+    engine.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]  # as a CUDA session reports
+    real_create_session = engine_module.create_session
+
+    def create_session(*args, cuda_graph=False, **kwargs):
+        if cuda_graph:
+            raise SeldError("stream.onnx: ONNX Runtime cannot load it: a node is not on CUDA")
+        return real_create_session(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "create_session", create_session)
+    with caplog.at_level(logging.WARNING, logger="seld.engine"):
+        step = engine.stream_step(engine.label_hop // engine.hop)
+    assert type(step).__name__ == "_PlainStep" and step.session is engine.step_session(engine.label_hop // engine.hop)
+    assert "no CUDA graph for streaming (stream.onnx: ONNX Runtime cannot load it: a node is not on CUDA)" in caplog.text
+
+
 # ------------------------------------------------------------------ the engine on blocks
 
 

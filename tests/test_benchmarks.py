@@ -29,14 +29,14 @@ def test_bench_gpu_takes_its_steps_and_counts_nodes_per_provider(monkeypatch):
                         ("GRAPH_REPEATS", 1), ("BATCHES", ((2, 10),)), ("WHOLE_FILES_PER_CALL", 2)):
         monkeypatch.setattr(bench_gpu, name, value)
     monkeypatch.setattr(bench_annotate, "REPEATS", 1)
-    monkeypatch.setattr(bench_annotate, "WARMUP_FILES", 1)
     result = bench_gpu.run("cpu")
     for placement in result["placement"].values():
         assert placement["nodes_per_provider"]["CPUExecutionProvider"] > 50
-    assert result["batch"]["cpu"]["csv_rows"] > 0 and result["batch"]["gpu_over_cpu"] > 0
+    assert result["batch"]["cpu"]["csv_rows"] > 0 and result["batch"]["gpu_over_cpu"] == 1  # one run, both sides
     graph = result["batch"]["stream_graph_batched"]["2x10"]
     assert graph["audio_seconds_per_call"] == 2.0 and graph["graph_inputs_on_gpu_x_real_time"] > 0
-    assert 0 < result["streaming"]["cpu"]["per_chunk"]["p50_ms"] <= result["streaming"]["cpu"]["per_chunk"]["p99_ms"]
+    streaming = result["streaming"]["cpu"]
+    assert streaming["stream_step"] == ["_PlainStep"] and 0 < streaming["per_chunk"]["p50_ms"]
     table = bench_gpu.format_table(result)
     assert "placement" in table and "Stream.push" in table
 

@@ -75,13 +75,17 @@ def state_of(run_dir):
     return torch.load(run_dir / "last.pt", weights_only=True)["model"]
 
 
+def train_in_a_fresh_process(*arguments: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "seld", "train", *arguments], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_resume_after_kill_reaches_the_same_weights(tmp_path):
     data = tiny_dataset(tmp_path / "data")
     arguments = ["--data", str(data), "--preset", "tiny", "epochs=4", "augment_mask=true"]
     # Both runs in fresh processes: float32 sums in this one can differ in the last bit after other
     # tests have used torch (seen once in a full run: normalization_mean differed).
-    subprocess.run([sys.executable, "-m", "seld", "train", "--out", str(tmp_path / "whole"), *arguments], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train_in_a_fresh_process("--out", str(tmp_path / "whole"), *arguments)
 
     killed = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "seld", "train", "--out", str(killed), *arguments],
@@ -93,8 +97,7 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path):
     process.wait()
     assert (killed / "last.pt").exists()
     torch.load(killed / "last.pt", weights_only=True)  # whole, even if the kill came mid-write
-    subprocess.run([sys.executable, "-m", "seld", "train", "--resume", str(killed)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train_in_a_fresh_process("--resume", str(killed))
     assert not [p for p in killed.iterdir() if p.name.startswith(".")], "a half-written checkpoint was left"
 
     whole, resumed = state_of(tmp_path / "whole"), state_of(killed)

@@ -153,6 +153,7 @@ def _child(args: dict) -> dict:
         "parts": {name: _median_of([run[name] for run in parts_runs]) for name in parts_runs[0]},
         "audio_graph_dense_dft": _median_of(reference_runs),
         "providers": engine.providers,
+        "stream_step": sorted({type(step).__name__ for step in stream.steps.values()}),
         "ort_threads": engine.stream_session.get_session_options().intra_op_num_threads,
         "max_rss_mb": peak_rss_mb(),
     }
