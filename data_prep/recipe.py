@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seld.models import default_model_dir
+
 # The settings the shipped models were made with (see models/*/README.md).
 SOUND_PACKAGES = "lmms-common,sonic-pi-samples,lomiri-sounds,minetest-data,sound-theme-freedesktop"
 SYNTH = ["--format", "both", "--minutes", "60", "--rooms", "12", "--seed", "7", "--procedural-share", "0.5",
@@ -103,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     test_sets = {"dev-test": (data / f"{args.format}_dev" / "dev-test", data / "metadata_dev" / "dev-test"),
                  "unseen": (held_out / f"{args.format}_dev", held_out / "metadata_dev")}
     scores = score_package(model, test_sets, args.format, out)
-    write_card(model, scores, TEST_DESCRIPTIONS, describe_training(run, foa_run, sounds))
+    foa_scores = (json.loads((default_model_dir("foa") / "seld.json").read_text())["metrics"]["test"]
+                  if args.format == "mic" else None)  # the shipped FOA model, for the MIC card's comparison
+    write_card(model, scores, TEST_DESCRIPTIONS, describe_training(run, foa_run, sounds), foa_scores)
     print(json.dumps(scores, indent=1))
     print(f"recipe: model package in {model}")
     return 0
@@ -236,8 +240,10 @@ def score_package(model: Path, test_sets: dict[str, tuple[Path, Path]], format_n
     return scores
 
 
-def write_card(model: Path, scores: dict, test_descriptions: dict[str, str], training: dict) -> None:
-    """Put the test scores into seld.json and write the model card (README.md)."""
+def write_card(model: Path, scores: dict, test_descriptions: dict[str, str], training: dict,
+               foa_scores: dict | None = None) -> None:
+    """Put the test scores into seld.json and write the model card (README.md). `foa_scores`: the FOA
+    model's test scores (its seld.json's metrics.test), for a MIC card's comparison with it."""
     info = json.loads((model / "seld.json").read_text())
     info["metrics"]["test"] = {name: {"data": test_descriptions[name], **variants} for name, variants in scores.items()}
     info["training"].update(training)
@@ -282,6 +288,14 @@ def write_card(model: Path, scores: dict, test_descriptions: dict[str, str], tra
         met = micro["F"] >= 0.75 and micro["AngE"] <= 12 and micro["LR"] >= 0.8
         lines += ["", f"Targets on held-out rooms (2024 micro: F >= 0.75, AngE <= 12 degrees, LR >= 0.80): "
                   f"{'met' if met else 'not met'} (F {micro['F']:.3f}, AngE {micro['AngE']:.1f}, LR {micro['LR']:.3f})."]
+    if fmt == "mic" and foa_scores:
+        shared = [name for name in scores if "2024 micro" in foa_scores.get(name, {})]
+        ratios = {name: scores[name]["2024 micro"]["F"] / foa_scores[name]["2024 micro"]["F"] for name in shared}
+        lines += ["", "Against the FOA model on the same scenes (target: MIC within 10% of FOA), 2024 micro F, MIC / "
+                  "FOA: " + "; ".join(f"{name} {scores[name]['2024 micro']['F']:.3f} / "
+                                      f"{foa_scores[name]['2024 micro']['F']:.3f} ({100 * ratios[name]:.0f}%)"
+                                      for name in shared) +
+                  f": {'met' if all(r >= 0.9 for r in ratios.values()) else 'not met'}."]
     lines += ["", "## Limits", "", training["limits"], "", "## Reproduce", "", "```sh",
               f"python -m seld.data_prep.recipe {fmt} --out runs/recipe", "```", ""]
     (model / "README.md").write_text("\n".join(lines))

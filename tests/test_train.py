@@ -268,3 +268,27 @@ def test_init_from_through_the_command_line(tiny_run, tmp_path, capsys):
     assert cli(["train", "--data", str(data), "--out", str(tmp_path / "bad"), "--format", "mic", "--preset", "tiny",
                 "epochs=1", f"init_from={tmp_path / 'nowhere'}"]) == 1
     assert "nowhere: no checkpoint" in capsys.readouterr().err
+
+
+def test_mic_card_compares_the_model_with_the_foa_one(tiny_model_package, tmp_path):
+    """The MIC model's target is relative: its card sets its F beside the FOA model's, test set by test set."""
+    import shutil
+
+    from seld.data_prep.recipe import write_card
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_package, model)
+    info = json.loads((model / "seld.json").read_text())
+    (model / "seld.json").write_text(json.dumps({**info, "format": "mic"}))
+
+    def micro(f):
+        return {"2024 micro": {"ER": 0.6, "F": f, "AngE": 18.0, "DistE": 0.6, "RelDistE": 0.4, "LR": 0.5, "SELD": 0.37}}
+
+    training = {"data_description": "scenes", "training_description": "runs", "limits": "synthetic only"}
+    write_card(model, {"dev-test": micro(0.395), "unseen": micro(0.331)}, {"dev-test": "a", "unseen": "b"}, training,
+               {"dev-test": micro(0.425), "unseen": micro(0.371)})
+    card = (model / "README.md").read_text()
+    assert "MIC / FOA: dev-test 0.395 / 0.425 (93%); unseen 0.331 / 0.371 (89%): not met." in card
+    write_card(model, {"dev-test": micro(0.40), "unseen": micro(0.35)}, {"dev-test": "a", "unseen": "b"}, training,
+               {"dev-test": micro(0.425), "unseen": micro(0.371)})
+    assert "(94%); unseen 0.350 / 0.371 (94%): met." in (model / "README.md").read_text()
