@@ -20,8 +20,8 @@ from seld.realtime.loop import LiveLoop
 def load_engine(args):
     """The model on ONNX Runtime's CPU provider: one stream's step gains nothing on a GPU, which
     pays off only when many streams are batched, and the CPU is always there. Measured on an H200
-    machine (`seld bench stream` parts, graph p50): 0.35 ms on one of its CPU threads, 0.40 ms on
-    CUDA replayed as a CUDA graph, 1.3 ms on CUDA launching the kernels one by one."""
+    machine (`seld bench stream` parts, graph p50): 0.35-0.41 ms on one of its CPU threads, 0.40 ms
+    on CUDA replayed as a CUDA graph, 1.3 ms on CUDA launching the kernels one by one."""
     from seld.engine import Engine
 
     if args.model:
