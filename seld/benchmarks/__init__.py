@@ -5,6 +5,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
+import sys
+
+
+def run_child(module: str, arguments: dict) -> dict:
+    """`python -m module ARGUMENTS_JSON` in a fresh process (one that never imports torch, so its
+    memory and timings are the engine's); its figures are the last line it prints, as JSON."""
+    result = subprocess.run([sys.executable, "-m", module, json.dumps(arguments)], capture_output=True, text=True,
+                            check=False)
+    if result.returncode:
+        raise RuntimeError(f"{module}: benchmark child failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def bench_command(args) -> int:

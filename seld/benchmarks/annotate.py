@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -91,13 +90,10 @@ def _child(args: dict) -> dict:
 
 
 def _run_child(model: Path, inputs: Path, out: Path, parallel: int, device: str = "cpu") -> dict:
-    arguments = json.dumps({"model": str(model), "inputs": str(inputs), "out": str(out), "parallel": parallel,
-                            "repeats": REPEATS, "device": device})
-    result = subprocess.run([sys.executable, "-m", "seld.benchmarks.annotate", arguments], capture_output=True,
-                            text=True, check=False)
-    if result.returncode:
-        raise RuntimeError(f"benchmark child failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    from seld.benchmarks import run_child
+
+    return run_child("seld.benchmarks.annotate", {"model": str(model), "inputs": str(inputs), "out": str(out),
+                                                  "parallel": parallel, "repeats": REPEATS, "device": device})
 
 
 # ------------------------------------------------------------------ graph variants
@@ -193,8 +189,6 @@ def run() -> dict:
         root = Path(temporary)
         inputs = root / "inputs"
         paths = write_scenes(inputs, FILES, FILE_SECONDS)
-        for path in paths:  # into the OS cache
-            path.read_bytes()
         calibration = make_scene(FILE_SECONDS, 0)
         model = root / "model"
         network = calibrated_network("default", calibration)

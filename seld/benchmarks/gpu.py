@@ -180,11 +180,10 @@ def _child(args: dict) -> dict:
 
 
 def _python_child(module: str, arguments: dict) -> dict:
-    result = subprocess.run([sys.executable, "-m", module, json.dumps(arguments)], capture_output=True, text=True,
-                            check=False)
-    if result.returncode:
-        raise RuntimeError(f"{module} child failed:\n{result.stderr[-3000:]}")
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    """benchmarks.run_child, its figures logged as they come (a short GPU lease may end before the table)."""
+    from seld.benchmarks import run_child
+
+    figures = run_child(module, arguments)
     print(f"{module} ({arguments.get('device', 'cuda')}): {json.dumps(figures)}", file=sys.stderr, flush=True)
     return figures
 
@@ -216,9 +215,7 @@ def run(device: str = "cuda") -> dict:
     with tempfile.TemporaryDirectory(prefix="seld-bench-gpu-") as temporary:
         root = Path(temporary)
         inputs = root / "inputs"
-        paths = write_scenes(inputs, FILES, FILE_SECONDS)
-        for path in paths:  # into the OS cache
-            path.read_bytes()
+        write_scenes(inputs, FILES, FILE_SECONDS)
         network = calibrated_network("default", make_scene(FILE_SECONDS, 0))
         info = export_untrained_package(root / "model", network)
         step_graph, whole_graph = export_audio_graphs(network, root)

@@ -71,7 +71,8 @@ def make_scene(seconds: float, seed: int) -> np.ndarray:
 
 
 def write_scenes(folder: Path, files: int, seconds: float, distinct: int = 6) -> list[Path]:
-    """`files` PCM-16 WAVs of `seconds` each, made of `distinct` different scenes."""
+    """`files` PCM-16 WAVs of `seconds` each, made of `distinct` different scenes, read once after
+    writing so they are in the OS cache."""
     import soundfile
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -81,6 +82,8 @@ def write_scenes(folder: Path, files: int, seconds: float, distinct: int = 6) ->
         path = folder / f"scene{index:03d}.wav"
         soundfile.write(path, scenes[index % len(scenes)].T, SAMPLE_RATE, subtype="PCM_16")
         paths.append(path)
+    for path in paths:
+        path.read_bytes()
     return paths
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -160,6 +159,7 @@ def _child(args: dict) -> dict:
 
 
 def run() -> dict:
+    from seld.benchmarks import run_child
     from seld.benchmarks.reference_baseline import (
         calibrated_network,
         export_audio_graphs,
@@ -174,14 +174,9 @@ def run() -> dict:
         network = calibrated_network("default", make_scene(SCENE_SECONDS, 0))
         info = export_untrained_package(root / "model", network)
         audio_graph, _ = export_audio_graphs(network, root)
-        arguments = json.dumps({"model": str(root / "model"), "audio": str(root / "audio.npy"),
-                                "audio_graph": str(audio_graph), "chunks": CHUNKS, "warmup": WARMUP,
-                                "repeats": REPEATS})
-        result = subprocess.run([sys.executable, "-m", "seld.benchmarks.stream", arguments], capture_output=True,
-                                text=True, check=False)
-        if result.returncode:
-            raise RuntimeError(f"benchmark child failed:\n{result.stderr[-3000:]}")
-        child = json.loads(result.stdout.strip().splitlines()[-1])
+        child = run_child("seld.benchmarks.stream", {"model": str(root / "model"), "audio": str(root / "audio.npy"),
+                                                     "audio_graph": str(audio_graph), "chunks": CHUNKS,
+                                                     "warmup": WARMUP, "repeats": REPEATS})
 
     front_end = info["front_end"]
     chunk_ms = 1000.0 * info["label_hop"] * info["chunk_label_frames"] / info["sample_rate"]
