@@ -22,6 +22,24 @@ def test_reads_any_format_as_float32_channels_first(tmp_path, suffix):
         assert np.abs(read - audio).max() < 1e-3
 
 
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32"])
+@pytest.mark.parametrize("suffix", ["wav", "flac"])
+def test_integer_files_read_exactly_as_libsndfile_converts_them(tmp_path, subtype, suffix):
+    # The blocks of integer files are converted here, not by libsndfile: the same float32 bits.
+    if suffix == "flac" and subtype == "PCM_32":
+        pytest.skip("FLAC has no 32-bit integer subtype")
+    bits = int(subtype[-2:])
+    rng = np.random.default_rng(3)
+    peaks = np.array([[-1.0, 1.0 - 2.0 ** (1 - bits), 0.0, 2.0 ** (1 - bits)]] * 3, np.float64)
+    audio = np.concatenate([peaks, rng.uniform(-1, 1, (3, 5_000))], axis=1)
+    path = tmp_path / f"x.{suffix}"
+    soundfile.write(path, audio.T, 24_000, subtype=subtype)
+    expected = soundfile.read(path, dtype="float32", always_2d=True)[0].T
+    blocks = list(iter_audio_blocks(path, block_samples=1_001))
+    assert all(block.dtype == np.float32 and block.flags.c_contiguous for block in blocks)
+    assert np.array_equal(np.concatenate(blocks, axis=1), expected)
+
+
 @pytest.mark.parametrize("rate_in", [48_000, 44_100, 16_000])
 def test_blockwise_resampling_equals_whole_file(tmp_path, rate_in):
     audio = noise(channels=2, seconds=2.3, rate=rate_in)
