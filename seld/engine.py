@@ -16,11 +16,12 @@ Offline: `Engine.outputs_of_many(sources)` runs many signals, each given as an i
 of audio blocks, so a file is read block by block and memory does not grow with its
 length. A causal model runs stream.onnx in short chunks (1 s on a CPU: the spectra and
 activations of a chunk stay in the CPU's cache), several signals per call (one batch row
-each, a row's state carried from chunk to chunk, a row taken by the next signal when its
-own ends), and on a CPU one such loop per core, each on one ONNX Runtime thread: whole
-files in parallel scale better than one graph's operators split over the cores, and
-keep scaling when other processes share the machine (`seld bench annotate` measures
-both). A non-causal model runs each signal whole through model.onnx. `outputs(audio)`,
+each, a row's state carried from chunk to chunk on the host), and on a CPU one such loop
+per core, each on one ONNX Runtime thread: whole files in parallel scale better than one
+graph's operators split over the cores, and keep scaling when other processes share the
+machine (`seld bench annotate` measures both). The loops share one pool of signals
+(`_LanePool`), so a signal's chunks may run in any loop and no loop idles while another
+has several signals left. A non-causal model runs each signal whole through model.onnx. `outputs(audio)`,
 `outputs_from_blocks(blocks)` and the `detections` forms are the one-signal cases.
 """
 
@@ -33,7 +34,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import scipy.fft
@@ -244,15 +245,9 @@ class Engine:
         ready, in consecutive pieces per key (the last with done=True; the last label frame padded
         with zeros), pieces of different keys interleaved; or (key, error, True) for a signal whose
         blocks raised a SeldError (the others go on)."""
-        sources = iter(sources)
-        lock = threading.Lock()
-
-        def next_source():
-            with lock:
-                return next(sources, None)
-
+        pool = _LanePool(iter(sources), self)
         if self.parallel == 1:
-            yield from self._run_lanes(next_source)
+            yield from self._run_lanes(pool)
             return
         results: queue.Queue = queue.Queue(maxsize=4 * self.parallel)
         stop = threading.Event()
@@ -260,7 +255,7 @@ class Engine:
 
         def work() -> None:
             try:
-                for item in self._run_lanes(next_source):
+                for item in self._run_lanes(pool):
                     while not stop.is_set():
                         try:
                             results.put(item, timeout=0.1)
@@ -290,62 +285,59 @@ class Engine:
                     yield item
         finally:
             stop.set()
+            pool.close()
             while any(worker.is_alive() for worker in workers):
                 try:
                     results.get(timeout=0.1)
                 except queue.Empty:
                     pass
 
-    def _run_lanes(self, next_source: Callable[[], tuple[Any, Iterable[np.ndarray]] | None]):
-        """One loop of `outputs_of_many`: up to `self.lanes` signals per stream.onnx call."""
+    def _run_lanes(self, pool: "_LanePool"):
+        """One loop of `outputs_of_many`: takes signals from `pool`, runs one chunk of each in one
+        stream.onnx call (a batch row each), gives them back."""
         if not self.causal:
-            yield from self._run_whole_signals(next_source)
+            yield from self._run_whole_signals(pool.next_source)
             return
         chunk = self.chunk_frames * self.label_hop
         frames: dict[int, _HostFrames] = {}  # by batch size: buffers reused from call to call
-        lanes: list[_Lane] = []
-        while True:
-            while len(lanes) < self.lanes and (source := next_source()) is not None:
-                lanes.append(_Lane(source[0], iter(source[1]), self, chunk))
-            ready = []
-            for lane in lanes:
-                if lane.valid == 0:
-                    try:
-                        lane.read()
-                    except SeldError as error:
-                        yield lane.key, error, True
-                        continue
-                    if lane.valid == 0:  # ended on a chunk boundary
-                        yield lane.key, lane.take_outputs(), True
-                        continue
-                ready.append(lane)
-            if len(ready) < len(lanes):
-                lanes = ready
-                continue  # fill the freed rows first
-            if not lanes:
-                return
-            batch = len(lanes)
-            host = frames.get(batch) or frames.setdefault(batch, _HostFrames(self.spectrum, batch, self.num_channels,
-                                                                              chunk))
-            for row, lane in enumerate(lanes):
-                host.set_row(row, lane.spectrum_state, lane.chunk)
-            real, imag = host.transform()
-            states = np.stack([lane.state for lane in lanes]) if batch > 1 else lanes[0].state[None]
-            outputs, states = self.stream_session.run(["outputs", "state_out"],
-                                                      {"real": real, "imag": imag, "state": states})
-            still = []
-            for row, lane in enumerate(lanes):
-                lane.state, lane.spectrum_state = states[row], host.state(row)
-                lane.outputs.append(outputs[row, : -(-lane.valid // self.label_hop)])
-                lane.frames += len(lane.outputs[-1])
-                ended, lane.valid = lane.valid < chunk, 0
-                if ended:
-                    yield lane.key, lane.take_outputs(), True
+        while (taken := pool.take()) is not None:
+            lanes, closed = [], 0
+            for lane in taken:
+                try:
+                    lane.read()
+                except SeldError as error:
+                    yield lane.key, error, True
+                    closed += 1
                     continue
-                if lane.frames >= DECODE_FRAMES:
-                    yield lane.key, lane.take_outputs(), False
-                still.append(lane)
-            lanes = still
+                if lane.valid == 0:  # ended on a chunk boundary
+                    yield lane.key, lane.take_outputs(), True
+                    closed += 1
+                    continue
+                lanes.append(lane)
+            still = []
+            if lanes:
+                batch = len(lanes)
+                host = frames.get(batch) or frames.setdefault(batch, _HostFrames(self.spectrum, batch,
+                                                                                  self.num_channels, chunk))
+                for row, lane in enumerate(lanes):
+                    host.set_row(row, lane.spectrum_state, lane.chunk)
+                real, imag = host.transform()
+                states = np.stack([lane.state for lane in lanes]) if batch > 1 else lanes[0].state[None]
+                outputs, states = self.stream_session.run(["outputs", "state_out"],
+                                                          {"real": real, "imag": imag, "state": states})
+                for row, lane in enumerate(lanes):
+                    lane.state, lane.spectrum_state = states[row], host.state(row)
+                    lane.outputs.append(outputs[row, : -(-lane.valid // self.label_hop)])
+                    lane.frames += len(lane.outputs[-1])
+                    if lane.valid < chunk:  # its signal ended in this chunk
+                        yield lane.key, lane.take_outputs(), True
+                        closed += 1
+                        continue
+                    lane.valid = 0
+                    if lane.frames >= DECODE_FRAMES:
+                        yield lane.key, lane.take_outputs(), False
+                    still.append(lane)
+            pool.give_back(still, closed)
 
     def _run_whole_signals(self, next_source):
         logged = False
@@ -369,8 +361,7 @@ class Engine:
         """Model outputs [frames, output size] of one signal given as blocks of any sizes, in pieces
         as they are computed; memory does not grow with the signal's length (causal models).
         The last label frame is padded with zeros."""
-        sources = iter([(None, blocks)])
-        for _, outputs, _ in self._run_lanes(lambda: next(sources, None)):
+        for _, outputs, _ in self._run_lanes(_LanePool(iter([(None, blocks)]), self, loops=1)):
             if isinstance(outputs, SeldError):
                 raise outputs
             yield outputs
@@ -440,6 +431,62 @@ class Engine:
 @dataclass
 class _Crash:
     error: BaseException
+
+
+class _LanePool:
+    """The signals being run, shared by `outputs_of_many`'s loops. A loop takes a few, runs one chunk
+    of each and gives them back; their states live on the host, so the next chunk of a signal may
+    run in another loop. Loops thus share the work to the end: with a fixed set of signals per loop,
+    a loop whose files were done sat idle while another finished its own (~10% of the two cores
+    here on 20 files of 60 s), and 2 files on 2 cores ran in one loop."""
+
+    def __init__(self, sources: Iterator[tuple[Any, Iterable[np.ndarray]]], engine: Engine,
+                 loops: int | None = None):
+        self.sources, self.engine = sources, engine
+        self.loops = loops or engine.parallel
+        self.capacity = self.loops * engine.lanes  # signals open at once
+        self.chunk = engine.chunk_frames * engine.label_hop
+        self.ready: list[_Lane] = []
+        self.open = 0  # signals taken from `sources` and not finished: ready or in a loop
+        self.exhausted = self.closed = False
+        self.condition = threading.Condition()
+
+    def next_source(self) -> tuple[Any, Iterable[np.ndarray]] | None:
+        with self.condition:
+            return None if self.closed else next(self.sources, None)
+
+    def take(self) -> list[_Lane] | None:
+        """Signals for one call: up to `lanes`, and no more than a fair share of those open, so
+        that every loop has work while there is any; None when all are done (or closed)."""
+        with self.condition:
+            while not self.closed:
+                while not self.exhausted and self.open < self.capacity:
+                    source = next(self.sources, None)
+                    if source is None:
+                        self.exhausted = True
+                        break
+                    self.ready.append(_Lane(source[0], iter(source[1]), self.engine, self.chunk))
+                    self.open += 1
+                if self.ready:
+                    share = min(self.engine.lanes, -(-self.open // self.loops), len(self.ready))
+                    taken, self.ready = self.ready[:share], self.ready[share:]
+                    return taken
+                if self.exhausted and self.open == 0:
+                    return None
+                self.condition.wait()
+            return None
+
+    def give_back(self, lanes: list[_Lane], finished: int) -> None:
+        with self.condition:
+            self.ready += lanes
+            self.open -= finished
+            self.condition.notify_all()
+
+    def close(self) -> None:
+        """Loops waiting for work stop (the caller stopped early, or a loop crashed)."""
+        with self.condition:
+            self.closed = True
+            self.condition.notify_all()
 
 
 class _Lane:

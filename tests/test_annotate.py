@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -177,6 +178,46 @@ def test_many_signals_per_call_equal_one_at_a_time(tiny_model_package):
     assert done == set(pieces)
     for index, expected in enumerate(alone):
         assert np.abs(np.concatenate(pieces[index]) - expected).max() < 1e-5
+
+
+class _RecordingSession:
+    """stream.onnx's session, noting which engine loop (thread) ran each call and its batch rows."""
+
+    def __init__(self, session, fail_after: int | None = None):
+        self.session, self.fail_after, self.calls = session, fail_after, []
+
+    def run(self, names, feeds):
+        self.calls.append((threading.current_thread().name, len(feeds["state"])))
+        if self.fail_after is not None and len(self.calls) > self.fail_after:
+            raise RuntimeError("graph failed")
+        return self.session.run(names, feeds)
+
+
+def test_loops_share_the_signals_to_the_end(tiny_model_package):
+    # Two long signals on two loops: one each, not both in one loop while the other idles; and a
+    # signal's chunks may run in either loop, its state carried on the host.
+    engine = Engine(tiny_model_package, device="cpu", parallel=2)
+    rng = np.random.default_rng(4)
+    signals = [(0.1 * rng.standard_normal((4, 24_000 * 20))).astype(np.float32) for _ in range(2)]
+    alone = [np.concatenate(list(engine.outputs(signal))) for signal in signals]
+    engine.stream_session = recording = _RecordingSession(engine.stream_session)
+    pieces = {0: [], 1: []}
+    for key, outputs, _ in engine.outputs_of_many((index, [signal]) for index, signal in enumerate(signals)):
+        pieces[key].append(outputs)
+    assert {rows for _, rows in recording.calls} == {1}
+    assert {loop for loop, _ in recording.calls} == {"seld-engine-0", "seld-engine-1"}
+    for index, expected in enumerate(alone):
+        assert np.abs(np.concatenate(pieces[index]) - expected).max() < 1e-5
+
+
+def test_a_loop_that_fails_stops_the_others_and_raises(tiny_model_package):
+    engine = Engine(tiny_model_package, device="cpu", parallel=2)
+    engine.stream_session = _RecordingSession(engine.stream_session, fail_after=3)
+    signals = [np.zeros((4, 24_000 * 30), np.float32) for _ in range(3)]
+    with pytest.raises(RuntimeError, match="graph failed"):
+        for _ in engine.outputs_of_many((index, [signal]) for index, signal in enumerate(signals)):
+            pass
+    assert not [t for t in threading.enumerate() if t.name.startswith("seld-engine-")]
 
 
 # ------------------------------------------------------------------ seld annotate
