@@ -181,7 +181,7 @@ class Engine:
                  parallel: int | None = None):
         """`purpose` "stream": one ONNX Runtime thread, for latency. "batch": all cores, as `parallel`
         loops over the signals at once, each on cores / parallel ONNX Runtime threads (default: one
-        loop per core, one thread each; on a GPU one loop of large batches)."""
+        loop per core, one thread each; on a GPU one loop of large batches unless `parallel` says)."""
         self.info = ModelInfo.load(model_dir)
         data = self.info.data
         self.model_dir = self.info.folder
@@ -219,9 +219,12 @@ class Engine:
         self.providers: list[str] = self.stream_session.get_providers()
         self.chunk_frames, self.lanes = CPU_CHUNK_FRAMES, CPU_LANES
         if "CUDAExecutionProvider" in self.providers and purpose != "stream":
-            # One loop of large batches keeps a GPU busy; the host FFT gets the cores.
-            self.parallel, self.chunk_frames, self.lanes = 1, GPU_CHUNK_FRAMES, GPU_LANES
-            self.spectrum.workers = cores
+            # Large batches keep a GPU busy: one loop unless `parallel` asks for more (then one
+            # loop's host work, reading, FFT and decoding, overlaps another's graph run); the host
+            # FFT gets the cores.
+            self.parallel = max(1, min(parallel or 1, cores))
+            self.chunk_frames, self.lanes = GPU_CHUNK_FRAMES, GPU_LANES
+            self.spectrum.workers = max(1, cores // self.parallel)
 
     @classmethod
     def default(cls, format_name: str = "foa", device: str = "auto", purpose: str = "batch") -> "Engine":
