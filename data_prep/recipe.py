@@ -237,7 +237,41 @@ def score_package(model: Path, test_sets: dict[str, tuple[Path, Path]], format_n
                                              "2023 macro": ("dcase2023", "macro")}.items():
             result = evaluate_folders(references, predictions, metrics, average, None, len(engine.class_names))
             scores[name][variant] = {k: round(float(v), 4) for k, v in result.metrics.items()}
+            if variant == "2024 macro":  # what the macro average hides: the classes the model misses
+                scores[name][variant]["classwise"] = {
+                    class_name: {key: (None if np.isnan(values[index]) else round(float(values[index]), 4))
+                                 for key, values in result.classwise.items() if key in CLASSWISE}
+                    for index, class_name in enumerate(engine.class_names)}
     return scores
+
+
+CLASSWISE = ("F", "AngE", "LR")  # per-class scores in the card
+MISSED_F = 0.1  # a class below this F on every test set is named as one the model does not detect
+
+
+def _cell(value: float | None, key: str) -> str:
+    return "-" if value is None else f"{value:.1f}" if key == "AngE" else f"{value:.2f}"
+
+
+def _classwise_lines(scores: dict) -> list[str]:
+    """The card's per-class table (DCASE 2024, per class, as the macro average sees them) and the
+    classes below MISSED_F on every test set."""
+    tables = {name: variants["2024 macro"]["classwise"] for name, variants in scores.items()
+              if "classwise" in variants.get("2024 macro", {})}
+    if not tables:
+        return []
+    names = list(tables)
+    lines = ["", "Per class (DCASE 2024, each class scored alone, as the macro average sees it):", "",
+             "| class | " + " | ".join(f"{name} {key}" for name in names for key in CLASSWISE) + " |",
+             "|---|" + "---|" * (len(names) * len(CLASSWISE))]
+    for class_name in tables[names[0]]:
+        cells = [_cell(tables[name][class_name].get(key), key) for name in names for key in CLASSWISE]
+        lines.append(f"| {class_name} | " + " | ".join(cells) + " |")
+    missed = [class_name for class_name in tables[names[0]]
+              if all((tables[name][class_name].get("F") or 0.0) < MISSED_F for name in names)]
+    if missed:
+        lines += ["", f"Not detected (F below {MISSED_F} on every test set): {', '.join(missed)}."]
+    return lines
 
 
 def write_card(model: Path, scores: dict, test_descriptions: dict[str, str], training: dict,
@@ -280,6 +314,7 @@ def write_card(model: Path, scores: dict, test_descriptions: dict[str, str], tra
             text = " | ".join("-" if v is None else f"{v:.3f}" for v in cells)
             lines.append(f"| {name} | {variant} | {text} |")
     lines += [""] + [f"- **{name}**: {text}" for name, text in test_descriptions.items()]
+    lines += _classwise_lines(scores)
     threshold = info["thresholds"]
     lines += ["", f"Activity threshold {threshold['activity']} (ACCDOA vector norm), chosen on `dev-val` by the DCASE "
               f"2024 micro F-score among {', '.join(threshold.get('calibration', {}).get('scores', {}))}."]

@@ -302,7 +302,7 @@ class Engine:
             yield from self._run_whole_signals(pool.next_source)
             return
         chunk = self.chunk_frames * self.label_hop
-        frames: dict[int, _HostFrames] = {}  # by batch size: buffers reused from call to call
+        host = None  # buffers for `lanes` rows, reused from call to call (a smaller batch uses the first rows)
         while (taken := pool.take()) is not None:
             lanes, closed = [], 0
             for lane in taken:
@@ -320,11 +320,10 @@ class Engine:
             still = []
             if lanes:
                 batch = len(lanes)
-                host = frames.get(batch) or frames.setdefault(batch, _HostFrames(self.spectrum, batch,
-                                                                                  self.num_channels, chunk))
+                host = host or _HostFrames(self.spectrum, self.lanes, self.num_channels, chunk)
                 for row, lane in enumerate(lanes):
                     host.set_row(row, lane.spectrum_state, lane.chunk)
-                real, imag = host.transform()
+                real, imag = host.transform(batch)
                 states = np.stack([lane.state for lane in lanes]) if batch > 1 else lanes[0].state[None]
                 outputs, states = self.stream_session.run(["outputs", "state_out"],
                                                           {"real": real, "imag": imag, "state": states})
@@ -558,17 +557,22 @@ class _HostFrames:
     def state(self, row: int) -> np.ndarray:
         return self.padded[row * self.channels:(row + 1) * self.channels, -self.keep:].reshape(-1).copy()
 
-    def transform(self) -> tuple[np.ndarray, np.ndarray]:
-        """(real, imag) [batch, channels, frames, bins] of the rows set (valid until the next call)."""
+    def transform(self, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(real, imag) [batch, channels, frames, bins] of the first `batch` rows set (default: all),
+        valid until the next call."""
+        batch = self.shape[0] if batch is None else batch
+        rows = batch * self.channels
         frames, width = self.views.shape[1], self.buffer.shape[2]
-        window = self.buffer[:, :, self.offset:self.offset + len(self.window)]
+        window = self.buffer[:rows, :, self.offset:self.offset + len(self.window)]
         for start in range(0, frames, self.block):
             stop = min(start + self.block, frames)
-            np.multiply(self.views[:, start:stop], self.window, out=window[:, : stop - start])
-            spectrum = scipy.fft.rfft(self.buffer[:, : stop - start], n=width, axis=-1, workers=self.spectrum.workers)
-            self.real[:, start:stop] = spectrum.real
-            self.imag[:, start:stop] = spectrum.imag
-        return self.real.reshape(self.shape), self.imag.reshape(self.shape)
+            np.multiply(self.views[:rows, start:stop], self.window, out=window[:, : stop - start])
+            spectrum = scipy.fft.rfft(self.buffer[:rows, : stop - start], n=width, axis=-1,
+                                      workers=self.spectrum.workers)
+            self.real[:rows, start:stop] = spectrum.real
+            self.imag[:rows, start:stop] = spectrum.imag
+        shape = (batch, *self.shape[1:])
+        return self.real[:rows].reshape(shape), self.imag[:rows].reshape(shape)
 
 
 class _PlainStep:

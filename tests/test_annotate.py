@@ -74,12 +74,13 @@ def test_host_frames_equal_host_spectrum(tiny_model_package, batch, samples):
     engine = Engine(tiny_model_package, device="cpu")
     rng = np.random.default_rng(0)
     chunks = (0.1 * rng.standard_normal((3, batch, 4, samples))).astype(np.float32)
-    frames = _HostFrames(engine.spectrum, batch, 4, samples)
+    frames = _HostFrames(engine.spectrum, batch + 1, 4, samples)  # buffers for more rows than are used
     states = [engine.spectrum.initial_state(4) for _ in range(batch)]
     for chunk in chunks:
         for row in range(batch):
             frames.set_row(row, states[row], chunk[row])
-        real, imag = frames.transform()
+        real, imag = frames.transform(batch)
+        assert real.shape[0] == imag.shape[0] == batch
         for row in range(batch):
             expected_real, expected_imag, states[row] = engine.spectrum.step(chunk[row], states[row])
             assert np.array_equal(real[row], expected_real) and np.array_equal(imag[row], expected_imag)

@@ -292,3 +292,31 @@ def test_mic_card_compares_the_model_with_the_foa_one(tiny_model_package, tmp_pa
     write_card(model, {"dev-test": micro(0.40), "unseen": micro(0.35)}, {"dev-test": "a", "unseen": "b"}, training,
                {"dev-test": micro(0.425), "unseen": micro(0.371)})
     assert "(94%); unseen 0.350 / 0.371 (94%): met." in (model / "README.md").read_text()
+
+
+def test_card_names_the_classes_the_model_does_not_detect(tiny_model_package, tmp_path):
+    import shutil
+
+    from seld.data_prep.recipe import write_card
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_package, model)
+
+    def scores(door_f, bell_angle):
+        classwise = {"bell": {"F": 0.44, "AngE": bell_angle, "LR": 0.69}, "door": {"F": door_f, "AngE": None, "LR": 0.0}}
+        return {"2024 macro": {"ER": 0.6, "F": 0.3, "AngE": 17.0, "DistE": 0.6, "RelDistE": 0.4, "LR": 0.5,
+                               "SELD": 0.48, "classwise": classwise}}
+
+    training = {"data_description": "scenes", "training_description": "runs", "limits": "synthetic only"}
+    write_card(model, {"dev-test": scores(0.0, 7.25), "unseen": scores(0.05, 17.9)}, {"dev-test": "a", "unseen": "b"},
+               training)
+    card = (model / "README.md").read_text()
+    assert "| class | dev-test F | dev-test AngE | dev-test LR | unseen F | unseen AngE | unseen LR |" in card
+    assert "| bell | 0.44 | 7.2 | 0.69 | 0.44 | 17.9 | 0.69 |" in card
+    assert "| door | 0.00 | - | 0.00 | 0.05 | - | 0.00 |" in card
+    assert "Not detected (F below 0.1 on every test set): door." in card
+    assert json.loads((model / "seld.json").read_text())["metrics"]["test"]["unseen"]["2024 macro"]["classwise"][
+        "door"]["F"] == 0.05
+    write_card(model, {"dev-test": scores(0.0, 7.25), "unseen": scores(0.12, 17.9)}, {"dev-test": "a", "unseen": "b"},
+               training)
+    assert "Not detected" not in (model / "README.md").read_text()
