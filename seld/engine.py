@@ -497,7 +497,8 @@ class _Lane:
     def __init__(self, key: Any, blocks: Iterator[np.ndarray], engine: Engine, chunk: int):
         self.key, self.blocks, self.engine = key, blocks, engine
         self.block, self.position = np.zeros((engine.num_channels, 0), np.float32), 0  # block being read
-        self.chunk = np.zeros((engine.num_channels, chunk), np.float32)
+        self.buffer = np.zeros((engine.num_channels, chunk), np.float32)  # a chunk that spans blocks
+        self.chunk = self.buffer  # the chunk read: a view of the block when it lies in one
         self.valid = 0  # samples of the signal in `chunk`; 0: no chunk read yet
         self.state = np.zeros(engine.state_size, np.float32)
         self.spectrum_state = engine.spectrum.initial_state(engine.num_channels)
@@ -506,7 +507,12 @@ class _Lane:
 
     def read(self) -> None:
         """The next chunk into `chunk` (zeros after the signal's end), `valid` set."""
-        size, filled = self.chunk.shape[1], 0
+        size, filled = self.buffer.shape[1], 0
+        if self.position + size <= self.block.shape[1]:  # within the block: no copy
+            self.chunk, self.valid = self.block[:, self.position:self.position + size], size
+            self.position += size
+            return
+        self.chunk = self.buffer
         while filled < size:
             if self.position == self.block.shape[1]:
                 block = next(self.blocks, None)
