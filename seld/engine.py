@@ -21,8 +21,9 @@ per core, each on one ONNX Runtime thread: whole files in parallel scale better 
 graph's operators split over the cores, and keep scaling when other processes share the
 machine (`seld bench annotate` measures both). The loops share one pool of signals
 (`_LanePool`), so a signal's chunks may run in any loop and no loop idles while another
-has several signals left. A non-causal model runs each signal whole through model.onnx. `outputs(audio)`,
-`outputs_from_blocks(blocks)` and the `detections` forms are the one-signal cases.
+has several signals left. A non-causal model runs each signal whole through model.onnx.
+`outputs(audio)`, `outputs_from_blocks(blocks)` and the `detections` forms are the
+one-signal cases.
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ class Engine:
             yield from self._run_whole_signals(pool.next_source)
             return
         chunk = self.chunk_frames * self.label_hop
-        host = None  # buffers for `lanes` rows, reused from call to call (a smaller batch uses the first rows)
+        host = None  # buffers for `lanes` rows, reused call after call (a smaller batch uses the first rows)
         while (taken := pool.take()) is not None:
             lanes, closed = [], 0
             for lane in taken:

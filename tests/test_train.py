@@ -303,7 +303,8 @@ def test_card_names_the_classes_the_model_does_not_detect(tiny_model_package, tm
     shutil.copytree(tiny_model_package, model)
 
     def scores(door_f, bell_angle):
-        classwise = {"bell": {"F": 0.44, "AngE": bell_angle, "LR": 0.69}, "door": {"F": door_f, "AngE": None, "LR": 0.0}}
+        classwise = {"bell": {"F": 0.44, "AngE": bell_angle, "LR": 0.69},
+                     "door": {"F": door_f, "AngE": None, "LR": 0.0}}
         return {"2024 macro": {"ER": 0.6, "F": 0.3, "AngE": 17.0, "DistE": 0.6, "RelDistE": 0.4, "LR": 0.5,
                                "SELD": 0.48, "classwise": classwise}}
 
