@@ -74,7 +74,7 @@ class TrainConfig:
     threshold: float = 0.5
     device: str = "auto"
     threads: int = 0  # CPU threads for torch; 0: torch's default (all cores)
-    init_from: str = ""  # a run or checkpoint whose CRNN weights start this run (see warm_start)
+    init_from: str = ""  # a run, checkpoint or model package ("foa"/"mic": shipped) whose CRNN weights start this run
 
 
 TRAINING_PRESETS = {
@@ -167,6 +167,28 @@ def load_checkpoint(path: str | Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file
         raise SeldError(f"{path}: not a readable seld checkpoint ({type(error).__name__})") from None
+
+
+def load_initial_weights(source: str) -> dict:
+    """What `init_from` names, as a checkpoint for warm_start: a run, a checkpoint file, a model
+    package (its seld.json and weights.safetensors: fine-tune an exported model on new data), or
+    "foa" / "mic", the shipped default models, when no such path exists."""
+    from seld.models import default_model_dir
+
+    path = Path(source)
+    if not path.exists() and source in ("foa", "mic"):
+        path = default_model_dir(source)
+    if not (path / "seld.json").is_file():
+        return load_checkpoint(path)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        info = json.loads((path / "seld.json").read_text())
+        weights = load_file(str(path / "weights.safetensors"))
+    except (OSError, ValueError, SafetensorError) as error:
+        raise SeldError(f"{path}: not a readable model package ({error})") from None
+    return {"config": {"classes": info["classes"], "format": info["format"]}, "model": weights}
 
 
 def network_from_checkpoint(checkpoint: dict) -> tuple[SeldNetwork, TrainConfig]:
@@ -304,7 +326,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         device = torch.device("cuda", torch.cuda.current_device())
     main_process = rank == 0
     torch.manual_seed(config.seed)
-    initial = load_checkpoint(config.init_from) if config.init_from and resume is None else None
+    initial = load_initial_weights(config.init_from) if config.init_from and resume is None else None
 
     array = array_for_format(config.format)
     train_recordings, validation_recordings = split_recordings(config.data, config.format)

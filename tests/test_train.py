@@ -321,3 +321,32 @@ def test_card_names_the_classes_the_model_does_not_detect(tiny_model_package, tm
     write_card(model, {"dev-test": scores(0.0, 7.25), "unseen": scores(0.12, 17.9)}, {"dev-test": "a", "unseen": "b"},
                training)
     assert "Not detected" not in (model / "README.md").read_text()
+
+
+def test_init_from_a_model_package_fine_tunes_an_exported_model(tiny_run, tiny_model_package, tmp_path, capsys):
+    """A model package (an exported run, or "foa" / "mic", the shipped ones) starts a run as its run would."""
+    from seld.network import SeldNetwork
+    from seld.train import load_checkpoint, load_initial_weights, resolve_config, warm_start
+
+    from_package, from_run = load_initial_weights(str(tiny_model_package)), load_checkpoint(tiny_run)
+    config = resolve_config("foa", "tiny", None, [], str(tmp_path))
+    networks = []
+    for source in (from_package, from_run):
+        network = SeldNetwork(config.features, config.model, FOA)
+        warm_start(network, config.classes, source, "source")
+        networks.append(network.state_dict())
+    for name, value in networks[1].items():
+        if name.startswith("crnn."):
+            assert torch.equal(networks[0][name], value), name
+    assert load_initial_weights("foa")["config"]["format"] == "foa"  # the shipped default model
+    with pytest.raises(SeldError, match="init_from needs (a run with )?the same"):  # the tiny run is not the default model
+        warm_start(SeldNetwork(config.features, config.model, FOA), config.classes, load_initial_weights("mic"), "mic")
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "seld.json").write_text((tiny_model_package / "seld.json").read_text())
+    (broken / "weights.safetensors").write_bytes(b"not weights")
+    data = tiny_dataset(tmp_path / "data")
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=1",
+                f"init_from={broken}"]) == 1
+    assert "broken: not a readable model package" in capsys.readouterr().err
