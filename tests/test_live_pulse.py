@@ -141,7 +141,7 @@ class PipeWriter:
         self.scene: np.ndarray | None = None
         self.repeat = False
         self.scene_start: float | None = None  # time.monotonic() when the scene's first block went in
-        self.block_times: list[float] = []  # when each block of the scene's first pass had gone in
+        self.block_times: list[float] = []  # when each block of the scene's first pass went in
         self.recording_times = False
         self.scene_done = threading.Event()
         self.stopping = threading.Event()
@@ -187,9 +187,12 @@ class PipeWriter:
                             self.scene_done.set()
                 else:
                     block = silence
+                # Stamped before the write: the server may read the block, and the engine emit its frame,
+                # before this thread runs again (seen 20 us "early" beside a training).
+                written_at = time.monotonic()
                 os.write(descriptor, block.tobytes())
                 if scene is not None and self.recording_times:
-                    self.block_times.append(time.monotonic())
+                    self.block_times.append(written_at)
                     self.recording_times = position != 0  # a scene's first pass only
                 written += len(block)
                 delay = start + written / self.server.rate - time.monotonic()
