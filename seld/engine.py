@@ -302,7 +302,7 @@ class Engine:
         if not self.causal:
             yield from self._run_whole_signals(pool.next_source)
             return
-        chunk = self.chunk_frames * self.label_hop
+        chunk = pool.chunk
         host = None  # buffers for `lanes` rows, reused call after call (a smaller batch uses the first rows)
         while (taken := pool.take()) is not None:
             lanes, closed = [], 0

@@ -7,10 +7,10 @@ weights, calibrated as in reference_baseline):
   falls back to CPU silently, so the session's provider list alone proves little).
 - batch: `seld annotate`'s whole work on one hour of audio (60 files of 60 s, as `seld bench
   annotate`) on CUDA (one engine loop, and CUDA_LOOPS loops) and, in the same run, on the CPU
-  provider with all cores; then the graph
-  alone, batched, on the GPU: stream.onnx fed host spectra (inputs copied from host memory each
-  call, and already on the GPU through IOBinding), the audio-input graph (a dense DFT inside) on
-  whole files, and the host FFT that feeds stream.onnx, on all cores.
+  provider with all cores; then the graph alone, batched, on the GPU: stream.onnx fed host spectra
+  (inputs copied from host memory each call, and already on the GPU through IOBinding), the
+  audio-input graph (a dense DFT inside) on whole files, and the host FFT that feeds stream.onnx,
+  on all cores.
 - streaming: `seld bench stream`'s measurement (10,000 chunks of 100 ms, p50/p99, parts; one
   repeat, to fit a short lease) with the stream's step on CUDA (a CUDA graph, see
   seld.engine._BoundStep), and on one CPU thread in the same run.
