@@ -6,7 +6,7 @@ weights, calibrated as in reference_baseline):
   profiler on; the nodes each provider really ran are counted from the profile (ONNX Runtime
   falls back to CPU silently, so the session's provider list alone proves little).
 - batch: `seld annotate`'s whole work on one hour of audio (60 files of 60 s, as `seld bench
-  annotate`) on CUDA (one engine loop, and CUDA_LOOPS loops) and, in the same run, on the CPU
+  annotate`) on CUDA (one engine loop, and each count of CUDA_LOOPS) and, in the same run, on the CPU
   provider with all cores; then the graph alone, batched, on the GPU: stream.onnx fed host spectra
   (inputs copied from host memory each call, and already on the GPU through IOBinding), the
   audio-input graph (a dense DFT inside) on whole files, and the host FFT that feeds stream.onnx,
@@ -37,7 +37,7 @@ STREAM_WARMUP = 500
 GRAPH_REPEATS = 5
 BATCHES = ((32, 100), (128, 100), (64, 600))  # (signals, label frames) per stream.onnx call
 WHOLE_FILES_PER_CALL = 8
-CUDA_LOOPS = 4  # `seld annotate` on CUDA is also timed with this many engine loops (Engine(parallel=...))
+CUDA_LOOPS = (4, 8)  # `seld annotate` on CUDA is also timed with these many engine loops (Engine(parallel=...))
 
 
 def _gpu_name() -> str:
@@ -231,7 +231,7 @@ def run(device: str = "cuda") -> dict:
         # default there) and CUDA_LOOPS loops, whose host work overlaps the other loops' graph runs.
         runs = {"cpu": ("cpu", cores)}
         if device != "cpu":
-            runs = {device: (device, 1), f"{device}-{CUDA_LOOPS}-loops": (device, CUDA_LOOPS), **runs}
+            runs = {device: (device, 1), **{f"{device}-{n}-loops": (device, n) for n in CUDA_LOOPS}, **runs}
         batch = {}
         for name, (run_device, loops) in runs.items():
             batch[name] = annotate_bench._run_child(root / "model", inputs, root / f"annotate-{name}", loops,
