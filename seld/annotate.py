@@ -187,11 +187,9 @@ class Summary:
                 f"of audio in {self.elapsed_s:.1f} s{speed}; outputs in {out_dir}")
 
 
-def annotate(engine: Engine, jobs: list[Job], *, readers: int | None = None, streaming: bool = False, plot: bool = False,
+def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bool = False, plot: bool = False,
              progress_bar: bool = True) -> Summary:
-    """Annotate `jobs`, writing their outputs; a file that fails is reported (stderr) and skipped.
-    `readers`: threads reading audio blocks, by default one per engine loop (with one for all, the
-    loops of a many-core machine queue for their blocks)."""
+    """Annotate `jobs`, writing their outputs; a file that fails is reported (stderr) and skipped."""
     failures: list[str] = []
     files: list[_Progress] = []
     for job in jobs:  # headers first: the progress bar's total, and early errors
@@ -208,7 +206,7 @@ def annotate(engine: Engine, jobs: list[Job], *, readers: int | None = None, str
     completed, audio_seconds = 0, 0.0
     try:
         results = (_annotate_streaming_all(engine, files, plot) if streaming
-                   else _annotate_all(engine, files, readers or engine.parallel, bar, plot))
+                   else _annotate_all(engine, files, readers, bar, plot))
         for progress, outcome in results:
             if isinstance(outcome, FileOutputs):
                 try:
