@@ -28,6 +28,7 @@ from tqdm import tqdm
 from seld import SeldError
 from seld.audio import audio_info, iter_audio_blocks
 from seld.engine import Engine
+from seld.models import default_model_dir
 from seld.outputs import FileOutputs
 
 log = logging.getLogger(__name__)
@@ -188,8 +189,9 @@ class Summary:
 
 
 def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bool = False, plot: bool = False,
-             progress_bar: bool = True) -> Summary:
-    """Annotate `jobs`, writing their outputs; a file that fails is reported (stderr) and skipped."""
+             progress_bar: bool = True, bar: "_Bar | None" = None) -> Summary:
+    """Annotate `jobs`, writing their outputs; a file that fails is reported (stderr) and skipped.
+    `bar`: a progress bar to advance (and then left open) instead of one of its own."""
     failures: list[str] = []
     files: list[_Progress] = []
     for job in jobs:  # headers first: the progress bar's total, and early errors
@@ -200,8 +202,12 @@ def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bo
             files.append(_Progress(job, rate, frames))
         except SeldError as error:
             failures.append(str(error))
-            print(f"skipped: {error}", file=sys.stderr)
-    bar = _Bar(len(files), sum(f.duration_s for f in files), disable=not progress_bar)
+    own_bar = bar is None
+    if own_bar:
+        bar = _Bar(len(jobs), sum(f.duration_s for f in files), disable=not progress_bar)
+    for failure in failures:
+        bar.write(f"skipped: {failure}")
+        bar.advance(0.0, files=1)
     started = time.perf_counter()
     completed, audio_seconds = 0, 0.0
     try:
@@ -226,7 +232,8 @@ def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bo
             bar.advance(progress.duration_s - progress.reported_s, files=1)
             progress.reported_s = progress.duration_s
     finally:
-        bar.close()
+        if own_bar:
+            bar.close()
         for progress in files:  # interrupted: leave nothing half-written
             if progress.outputs is not None:
                 progress.outputs.discard()
@@ -234,13 +241,8 @@ def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bo
 
 
 def annotate_command(args) -> int:
-    if args.model:
-        engine = Engine(args.model, args.device, "batch")
-    else:
-        engine = Engine.default(args.format, args.device, "batch")
-    log.info("model %s on %s", engine.name, ", ".join(engine.providers))
-    if args.streaming and not engine.causal:
-        raise SeldError(f"{engine.model_dir}: --streaming needs a causal model")
+    from seld.annotate_processes import annotate_in_processes, default_processes
+
     out_dir = Path(args.out)
     jobs, problems = find_jobs(args.inputs, out_dir)
     for problem in problems:
@@ -252,7 +254,16 @@ def annotate_command(args) -> int:
         if done:
             print(f"skipping {len(done)} file(s) already annotated (--overwrite redoes them)")
         jobs = [job for job in jobs if job not in done]
-    summary = annotate(engine, jobs, readers=args.workers, streaming=args.streaming, plot=args.plot)
+    processes = 1 if args.streaming else args.processes or default_processes(len(jobs))
+    if processes > 1:
+        summary = annotate_in_processes(args.model or default_model_dir(args.format), args.device, jobs, processes,
+                                        readers=args.workers, plot=args.plot)
+    else:
+        engine = Engine(args.model or default_model_dir(args.format), args.device, "batch")
+        log.info("model %s on %s", engine.name, ", ".join(engine.providers))
+        if args.streaming and not engine.causal:
+            raise SeldError(f"{engine.model_dir}: --streaming needs a causal model")
+        summary = annotate(engine, jobs, readers=args.workers, streaming=args.streaming, plot=args.plot)
     summary.failures[:0] = problems
     print(summary.line(out_dir))
     if summary.failures:

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--streaming", action="store_true", help="run the streaming graph chunk by chunk")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="inference device")
     p.add_argument("--workers", type=int, default=1, help="files read in parallel")
+    p.add_argument("--processes", type=int, default=None,
+                   help="annotating processes, each with its share of the cores (default: one per 4 cores "
+                        "on machines of 8 or more, else 1)")
     p.add_argument("--overwrite", action="store_true", help="redo files whose outputs exist")
 
     p = sub.add_parser("evaluate", help="score predictions against references with the DCASE metrics")

@@ -179,10 +179,11 @@ class Frame:
 
 class Engine:
     def __init__(self, model_dir: str | Path, device: str = "auto", purpose: str = "batch", *,
-                 parallel: int | None = None):
-        """`purpose` "stream": one ONNX Runtime thread, for latency. "batch": all cores, as `parallel`
-        loops over the signals at once, each on cores / parallel ONNX Runtime threads (default: one
-        loop per core, one thread each; on a GPU one loop of large batches per two cores)."""
+                 parallel: int | None = None, cores: int | None = None):
+        """`purpose` "stream": one ONNX Runtime thread, for latency. "batch": `cores` (default: all of
+        the machine's), as `parallel` loops over the signals at once, each on cores / parallel ONNX
+        Runtime threads (default: one loop per core, one thread each; on a GPU one loop of large
+        batches per two cores)."""
         self.info = ModelInfo.load(model_dir)
         data = self.info.data
         self.model_dir = self.info.folder
@@ -204,7 +205,7 @@ class Engine:
         self.merge_degrees: float = float(data["thresholds"]["merge_degrees"])
         features = FeatureConfig.from_dict(data["front_end"], str(self.model_dir / "seld.json"))
         self.device, self.purpose = device, purpose
-        cores = os.cpu_count() or 1
+        cores = max(1, cores or os.cpu_count() or 1)
         # Threads for the CPU provider (the CUDA provider, when it is really there, ignores them).
         if purpose == "stream":
             self.parallel, threads = 1, 1

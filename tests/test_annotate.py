@@ -346,3 +346,38 @@ def test_events_hold_exactly_the_csv_rows(tiny_model_package, tmp_path, capsys, 
     assert len(csv_rows) > 10 and event_rows == csv_rows
     assert [(e["onset_s"], e["class"], e["track"]) for e in events] == sorted(
         (e["onset_s"], e["class"], e["track"]) for e in events)
+
+
+# ------------------------------------------------------------------ several processes
+
+
+def test_processes_write_what_one_process_writes(tiny_model_package, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    for index, seconds in enumerate((3.0, 1.0, 2.5, 0.5)):
+        wav(inputs / f"take{index}.wav", seconds, seed=index)
+    wav(inputs / "stereo.wav", 1.0, channels=2)
+    (inputs / "broken.wav").write_bytes(b"RIFF not really")
+    outputs = {}
+    for processes in (1, 3):
+        out = tmp_path / f"out{processes}"
+        code = cli(["annotate", str(inputs), "--model", str(tiny_model_package), "--out", str(out),
+                    "--processes", str(processes)])
+        captured = capsys.readouterr()
+        assert code == 1
+        assert "annotated 4 file(s), 2 failed, 0.00 h of audio in" in captured.out
+        assert "stereo.wav: has 2 channels, the array needs 4" in captured.err
+        assert "broken.wav" in captured.err and "6/6 files" in captured.err
+        outputs[processes] = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")}
+    assert sorted(outputs[1]) == sorted(f"take{i}.{s}" for i in range(4) for s in ("csv", "json"))
+    assert outputs[3] == outputs[1]
+
+
+def test_jobs_are_dealt_by_size_and_processes_by_cores(tmp_path):
+    from seld.annotate_processes import default_processes, split_jobs
+
+    jobs, _ = find_jobs([str(wav(tmp_path / f"f{seconds}.wav", seconds)) for seconds in (4, 1, 3, 2)], tmp_path)
+    parts = split_jobs(jobs, 2)
+    assert [[job.source.stem for job in part] for part in parts] == [["f4", "f1"], ["f3", "f2"]]
+    assert split_jobs(jobs[:1], 3) == [jobs[:1]]
+    assert [default_processes(100, cores) for cores in (2, 7, 8, 16, 64)] == [1, 1, 2, 4, 16]
+    assert default_processes(3, 64) == 3
