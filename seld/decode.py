@@ -188,6 +188,9 @@ def to_rows(detections: Iterable[Detection]) -> list[tuple]:
     return [(d.frame, d.class_index, d.track, d.azimuth, d.elevation, d.distance_m) for d in detections]
 
 
+_new_detection = functools.partial(tuple.__new__, Detection)  # a Detection from a tuple, without _make's checks
+
+
 class _Track:
     __slots__ = ("class_index", "track", "last_frame", "unit", "frames")
 
@@ -227,12 +230,18 @@ class EventTracker:
         self._open: list[_Track] = []
 
     def update(self, frame: int, detections: Sequence[Detection]) -> tuple[list[Detection], list[dict]]:
-        ended = [t for t in self._open if frame - t.last_frame > self.max_gap_frames + 1]
+        # Written for speed (an hour of audio is ~36,000 frames): plain loops, no per-class scans
+        # of the open events when a frame has one detection of a class.
+        last_allowed = frame - self.max_gap_frames - 1
+        ended = [t for t in self._open if t.last_frame < last_allowed]
         if ended:
-            self._open = [t for t in self._open if frame - t.last_frame <= self.max_gap_frames + 1]
+            self._open = [t for t in self._open if t.last_frame >= last_allowed]
+        by_class: dict[int, list[Detection]] = {}
+        for detection in detections:
+            by_class.setdefault(detection.class_index, []).append(detection)
         tracked = []
-        for class_index in sorted({d.class_index for d in detections}):
-            mine = [d for d in detections if d.class_index == class_index]
+        for class_index in sorted(by_class):
+            mine = by_class[class_index]
             units = [_unit(d.azimuth, d.elevation) for d in mine]
             candidates = [t for t in self._open if t.class_index == class_index and t.last_frame < frame]
             assignment = self._match(units, candidates)
@@ -244,7 +253,8 @@ class EventTracker:
                     self._open.append(track)
                 track.last_frame = frame
                 track.unit = units[index]
-                detection = detection._replace(frame=frame, track=track.track)
+                detection = _new_detection((frame, class_index, track.track, detection.azimuth, detection.elevation,
+                                            detection.distance_m, detection.confidence))
                 if self.keep_frames:
                     track.frames.append(detection)
                 else:
@@ -259,6 +269,10 @@ class EventTracker:
     def _match(self, units: list[tuple[float, float, float]], tracks: list[_Track]) -> dict[int, _Track]:
         if not units or not tracks:
             return {}
+        if len(units) == 1 and len(tracks) == 1:  # the common case
+            (x, y, z), (tx, ty, tz) = units[0], tracks[0].unit
+            cosine = max(-1.0, min(1.0, x * tx + y * ty + z * tz))
+            return {0: tracks[0]} if math.degrees(math.acos(cosine)) < self.max_step_deg else {}
         pairs = []  # (angle, flat index): numpy's stable argsort order of the angle matrix
         for i, (x, y, z) in enumerate(units):
             for j, track in enumerate(tracks):
