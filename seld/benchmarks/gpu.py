@@ -10,7 +10,8 @@ weights, calibrated as in reference_baseline):
   provider with all cores; then the graph alone, batched, on the GPU: stream.onnx fed host spectra
   (inputs copied from host memory each call, and already on the GPU through IOBinding), the
   audio-input graph (a dense DFT inside) on whole files, and the host FFT that feeds stream.onnx,
-  on all cores.
+  on all cores. And the whole `seld annotate` command, in one process and in its default
+  processes (one per 4 cores), on each device.
 - streaming: `seld bench stream`'s measurement (10,000 chunks of 100 ms, p50/p99, parts; one
   repeat, to fit a short lease) with the stream's step on CUDA (a CUDA graph, see
   seld.engine._BoundStep), and on one CPU thread in the same run.
@@ -38,6 +39,7 @@ GRAPH_REPEATS = 5
 BATCHES = ((32, 100), (128, 100), (64, 600))  # (signals, label frames) per stream.onnx call
 WHOLE_FILES_PER_CALL = 8
 CUDA_LOOPS = (4, 8)  # `seld annotate` on CUDA is also timed with these many engine loops (Engine(parallel=...))
+COMMAND_REPEATS = 2  # the whole `seld annotate` command, one process against its default processes
 
 
 def _gpu_name() -> str:
@@ -190,6 +192,28 @@ def _python_child(module: str, arguments: dict) -> dict:
     return figures
 
 
+def _command_runs(model: Path, inputs: Path, out: Path, devices: tuple[str, ...]) -> dict:
+    """The whole `seld annotate` command (imports, sessions, workers included), in one process and
+    in its default processes (seld.annotate_processes), per device, alternating, COMMAND_REPEATS
+    times: {"<device>-<n>-processes": seconds of each run}."""
+    import shutil
+
+    from seld.annotate_processes import default_processes
+
+    counts = tuple(dict.fromkeys((1, default_processes(FILES))))
+    runs: dict[str, list[float]] = {}
+    for _ in range(COMMAND_REPEATS):
+        for device in devices:
+            for processes in counts:
+                shutil.rmtree(out, ignore_errors=True)
+                started = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "seld", "annotate", str(inputs), "--model", str(model), "--out",
+                                str(out), "--device", device, "--processes", str(processes)],
+                               check=True, capture_output=True)
+                runs.setdefault(f"{device}-{processes}-processes", []).append(time.perf_counter() - started)
+    return runs
+
+
 # ------------------------------------------------------------------ the benchmark
 
 
@@ -237,6 +261,8 @@ def run(device: str = "cuda") -> dict:
             batch[name] = annotate_bench._run_child(root / "model", inputs, root / f"annotate-{name}", loops,
                                                     run_device)
             print(f"annotate ({name}): {json.dumps(batch[name])}", file=sys.stderr, flush=True)
+        commands = _command_runs(root / "model", inputs, root / "annotate-command", devices)
+        print(f"seld annotate commands: {json.dumps(commands)}", file=sys.stderr, flush=True)
         stream_arguments = {"model": str(root / "model"), "audio": str(root / "audio.npy"),
                             "audio_graph": str(step_graph), "chunks": STREAM_CHUNKS, "warmup": STREAM_WARMUP}
         streaming = {name: _python_child("seld.benchmarks.stream", {**stream_arguments, "device": name,
@@ -266,6 +292,9 @@ def run(device: str = "cuda") -> dict:
         "batch_runs": list(batch),
         "batch": {"audio_hours": hours, **{name: batch_summary(child) for name, child in batch.items()},
                   "gpu_over_cpu": float(np.median(batch["cpu"]["seconds"]) / np.median(batch[device]["seconds"])),
+                  "commands": {name: {"seconds_per_hour": float(np.median(runs)) / hours,
+                                      "x_real_time": hours * 3600 / float(np.median(runs)), "runs_s": runs}
+                               for name, runs in commands.items()},
                   "stream_graph_batched": graphs["stream_graph_batched"],
                   "audio_graph_whole_files": graphs["audio_graph_whole_files"]},
         "streaming": {name: stream_summary(child) for name, child in streaming.items()},
@@ -289,6 +318,9 @@ def format_table(result: dict) -> str:
                      f"({', '.join(entry['providers'])})")
     lines.append(f"  GPU over CPU {batch['gpu_over_cpu']:.2f}x; target >= {result['targets']['batch_x_real_time']}x "
                  "real time")
+    lines.append("batch, the whole seld annotate command (imports and sessions included):")
+    for name, entry in batch["commands"].items():
+        lines.append(f"  {name:<20} {entry['seconds_per_hour']:8.2f} s/hour {entry['x_real_time']:9.0f}x real time")
     lines.append("batch, the graph alone (x real time):")
     for name, entry in batch["stream_graph_batched"].items():
         lines.append(f"  stream.onnx {name:<9} inputs from host {entry['graph_inputs_from_host_x_real_time']:9.0f}  "
