@@ -158,13 +158,13 @@ class _Bar:
                         bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
         self._postfix()
 
-    def _postfix(self) -> None:
-        self.bar.set_postfix_str(f"{self.done}/{self.files} files, {self.bar.n / 3600:.2f}/{self.total_h:.2f} h",
-                                 refresh=False)
+    def _postfix(self, coming_s: float = 0.0) -> None:  # `coming_s`: the update about to be shown
+        self.bar.set_postfix_str(f"{self.done}/{self.files} files, {(self.bar.n + coming_s) / 3600:.2f}/"
+                                 f"{self.total_h:.2f} h", refresh=False)
 
     def advance(self, seconds: float, files: int = 0) -> None:
         self.done += files
-        self._postfix()
+        self._postfix(seconds)
         self.bar.update(seconds)
 
     def write(self, text: str) -> None:
@@ -254,7 +254,10 @@ def annotate_command(args) -> int:
         if done:
             print(f"skipping {len(done)} file(s) already annotated (--overwrite redoes them)")
         jobs = [job for job in jobs if job not in done]
-    processes = 1 if args.streaming else args.processes or default_processes(len(jobs))
+    processes = min(args.processes or default_processes(len(jobs)), len(jobs))
+    if args.streaming and processes > 1:
+        log.warning("--streaming runs in one process: --processes %d not used", processes)
+        processes = 1
     if processes > 1:
         summary = annotate_in_processes(args.model or default_model_dir(args.format), args.device, jobs, processes,
                                         readers=args.workers, plot=args.plot)

@@ -7,23 +7,31 @@ third of their time handing outputs to the one writing thread, which held the lo
 time, while ~6 of the 16 cores worked. Files dealt to processes, each an engine of its share of
 the cores with its own reader and writer, do not share that limit. Machines of few cores keep
 one process (nothing to gain, and each process pays its imports and sessions).
+
+Workers stop with the parent: a worker whose parent dies gets SIGTERM (Linux), and SIGTERM in
+a worker unwinds `annotate` like Ctrl-C does, so no half-written output stays. A worker that
+dies anyway (killed, out of memory) costs only its unfinished files: they are reported as
+failed, its temporary files removed, and the other workers finish theirs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import queue
+import signal
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 from seld import SeldError
 from seld.annotate import Job, Summary, _Bar, annotate
 from seld.audio import audio_info
-from seld.engine import Engine
+from seld.engine import Engine, ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -58,81 +66,184 @@ def split_jobs(jobs: list[Job], parts: int) -> list[list[Job]]:
 
 # ------------------------------------------------------------------ in a worker process
 
-_progress: "multiprocessing.Queue | None" = None
-
-
-def _initialize(progress) -> None:
-    global _progress
-    _progress = progress
-
 
 class _QueueBar:
     """The progress bar's interface in a worker: its calls go to the parent's bar."""
 
+    def __init__(self, messages) -> None:
+        self.messages = messages
+
     def advance(self, seconds: float, files: int = 0) -> None:
-        _progress.put(("advance", seconds, files))
+        self.messages.put(("advance", seconds, files))
 
     def write(self, text: str) -> None:
-        _progress.put(("write", text))
+        self.messages.put(("write", text))
 
 
-def _annotate_part(model: str, device: str, cores: int, jobs: list[Job], readers: int,
-                   plot: bool) -> tuple[Summary, list[str]]:
-    engine = Engine(model, device, "batch", cores=cores)
-    return annotate(engine, jobs, readers=readers, plot=plot, bar=_QueueBar()), engine.providers
+def _stop(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds annotate(): its partial outputs are discarded
+
+
+def _die_with_parent() -> None:
+    try:  # Linux: SIGTERM when the parent process ends, however it ends
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker(index: int, messages, model: str, device: str, cores: int, jobs: list[Job], readers: int, plot: bool,
+            log_level: int) -> None:
+    signal.signal(signal.SIGTERM, _stop)
+    _die_with_parent()
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        engine = Engine(model, device, "batch", cores=cores)
+        summary = annotate(engine, jobs, readers=readers, plot=plot, bar=_QueueBar(messages))
+        messages.put(("done", index, summary, engine.providers))
+    except SeldError as error:
+        messages.put(("error", index, str(error)))
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the group: the parent reports it
+        messages.put(("interrupted", index))
+    except Exception:  # a bug: its traceback goes to the parent
+        messages.put(("crash", index, traceback.format_exc()))
 
 
 # ------------------------------------------------------------------ in the parent
 
 
-def _total_seconds(jobs: list[Job]) -> float:
+def _usable_seconds(jobs: list[Job], channels: int) -> float:
+    """Audio seconds of the jobs the workers will annotate (the progress bar's total)."""
     total = 0.0
     for job in jobs:
         try:
-            rate, _, frames = audio_info(job.source)
-            total += frames / rate
+            rate, file_channels, frames = audio_info(job.source)
         except SeldError:  # the worker reports it
-            pass
+            continue
+        if file_channels == channels:
+            total += frames / rate
     return total
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM to the parent stops the run as Ctrl-C does (the workers are then stopped too)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_workers(workers: list) -> None:
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()  # SIGTERM: the worker discards its partial outputs
+    for worker in workers:
+        worker.join(timeout=10)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+
+
+def _lost_files(jobs: list[Job], exitcode: int | None) -> list[str]:
+    """A dead worker's files without outputs: reported as failed, their temporary files removed."""
+    lost = []
+    for job in jobs:
+        stem = job.output_stem
+        if stem.with_suffix(".csv").exists() and stem.with_suffix(".json").exists():
+            continue
+        for temporary in stem.parent.glob(f".{stem.name}.*.tmp"):
+            temporary.unlink(missing_ok=True)
+        lost.append(f"{job.source}: not annotated: the worker process annotating it died (exit code {exitcode})")
+    return lost
 
 
 def annotate_in_processes(model: str | Path, device: str, jobs: list[Job], processes: int, *,
                           readers: int = 1, plot: bool = False, progress_bar: bool = True) -> Summary:
     """`annotate` of `jobs` dealt to `processes` worker processes of cores / processes cores each,
-    with one progress bar and one summary."""
+    with one progress bar and one summary (failures in the jobs' order)."""
+    info = ModelInfo.load(model)  # a bad package: one error here, not one per worker
     parts = split_jobs(jobs, processes)
     cores = max(1, (os.cpu_count() or 1) // len(parts))
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-    progress = context.Queue()
-    bar = _Bar(len(jobs), _total_seconds(jobs), disable=not progress_bar)
+    messages = context.Queue()
+    workers = [context.Process(target=_worker, name=f"seld-annotate-{index}", daemon=True,
+                               args=(index, messages, str(model), device, cores, part, readers, plot,
+                                     logging.getLogger().getEffectiveLevel()))
+               for index, part in enumerate(parts)]
+    log.info("annotating in %d processes of %d cores each", len(parts), cores)
+    bar = _Bar(len(jobs), _usable_seconds(jobs, int(info.data["num_channels"])), disable=not progress_bar)
     started = time.perf_counter()
-
-    def show(timeout: float) -> None:
-        try:
-            message = progress.get(timeout=timeout)
-            while True:
+    results: dict[int, tuple] = {}
+    try:
+        with _sigterm_interrupts():
+            for worker in workers:
+                worker.start()
+            def take(message) -> None:
                 if message[0] == "advance":
                     bar.advance(message[1], files=message[2])
-                else:
+                elif message[0] == "write":
                     bar.write(message[1])
-                message = progress.get_nowait()
-        except queue.Empty:
-            pass
+                else:
+                    results[message[1]] = message
 
-    log.info("annotating in %d processes of %d cores each", len(parts), cores)
-    try:
-        with ProcessPoolExecutor(len(parts), mp_context=context, initializer=_initialize,
-                                 initargs=(progress,)) as pool:
-            futures = [pool.submit(_annotate_part, str(model), device, cores, part, readers, plot) for part in parts]
-            while not all(future.done() for future in futures):
-                show(0.1)
-            results = [future.result() for future in futures]
-        show(0.0)  # the workers have exited: what they sent is all there
-    except BrokenProcessPool as error:
-        raise SeldError(f"seld annotate: a worker process died ({error}); rerun to finish the files it had") from None
+            while len(results) < len(workers):
+                try:
+                    take(messages.get(timeout=0.2))
+                except queue.Empty:
+                    ended = [index for index, worker in enumerate(workers)
+                             if index not in results and worker.exitcode is not None]
+                    try:  # what an ended worker sent is in the pipe by now
+                        while True:
+                            take(messages.get_nowait())
+                    except queue.Empty:
+                        pass
+                    for index in ended:  # died without a last word
+                        results.setdefault(index, ("died", index, workers[index].exitcode))
+    except BaseException:
+        _stop_workers(workers)
+        raise
     finally:
         bar.close()
-    log.info("model %s on %s", model, ", ".join(results[0][1]))
-    summaries = [summary for summary, _ in results]
-    return Summary(sum(s.completed for s in summaries), [f for s in summaries for f in s.failures],
-                   sum(s.audio_seconds for s in summaries), time.perf_counter() - started)
+    _stop_workers(workers)
+    summaries, failures, providers = [], [], set()
+    for index, part in enumerate(parts):
+        kind, *rest = results[index][0], *results[index][2:]
+        if kind == "done":
+            summaries.append(rest[0])
+            providers.add(", ".join(rest[1]))
+        elif kind == "error":
+            raise SeldError(rest[0])
+        elif kind == "interrupted":
+            raise KeyboardInterrupt
+        elif kind == "crash":
+            raise RuntimeError(f"a seld annotate worker failed:\n{rest[0]}")
+        else:
+            failures += _lost_files(part, rest[0])
+            summaries.append(_summary_of_dead(part, failures))
+    log.info("model %s on %s", info.data.get("name", model), " / ".join(sorted(providers)))
+    order = {str(job.source): index for index, job in enumerate(jobs)}
+    failures += [f for s in summaries for f in s.failures if f not in failures]
+    failures.sort(key=lambda text: min((i for source, i in order.items() if text.startswith(source)), default=len(jobs)))
+    return Summary(sum(s.completed for s in summaries), failures, sum(s.audio_seconds for s in summaries),
+                   time.perf_counter() - started)
+
+
+def _summary_of_dead(jobs: list[Job], failures: list[str]) -> Summary:
+    """What a dead worker finished: the files whose outputs are in place."""
+    done = [job for job in jobs if not any(f.startswith(f"{job.source}: ") for f in failures)]
+    seconds = 0.0
+    for job in done:
+        try:
+            rate, _, frames = audio_info(job.source)
+            seconds += frames / rate
+        except SeldError:
+            pass
+    return Summary(len(done), [], seconds, 0.0)

@@ -381,3 +381,20 @@ def test_jobs_are_dealt_by_size_and_processes_by_cores(tmp_path):
     assert split_jobs(jobs[:1], 3) == [jobs[:1]]
     assert [default_processes(100, cores) for cores in (2, 7, 8, 16, 64)] == [1, 1, 2, 4, 16]
     assert default_processes(3, 64) == 3
+
+
+def test_nothing_to_do_in_processes_and_a_dead_workers_files(tiny_model_package, tmp_path, capsys):
+    from seld.annotate_processes import _lost_files
+
+    (tmp_path / "empty").mkdir()
+    assert cli(["annotate", str(tmp_path / "empty"), "--model", str(tiny_model_package), "--out",
+                str(tmp_path / "out"), "--processes", "2"]) == 0
+    assert "annotated 0 file(s), 0 failed" in capsys.readouterr().out
+    jobs, _ = find_jobs([str(wav(tmp_path / "in" / name, 0.5)) for name in ("done.wav", "lost.wav")], tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    for suffix in (".csv", ".json"):
+        (tmp_path / "out" / f"done{suffix}").write_text("")
+    (tmp_path / "out" / ".lost.csv.x1y2.tmp").write_text("half")
+    assert _lost_files(jobs, -9) == [f"{jobs[1].source}: not annotated: the worker process annotating it died "
+                                     "(exit code -9)"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["done.csv", "done.json"]

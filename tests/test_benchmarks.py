@@ -38,7 +38,7 @@ def test_bench_gpu_takes_its_steps_and_counts_nodes_per_provider(monkeypatch):
     streaming = result["streaming"]["cpu"]
     assert streaming["stream_step"] == ["_PlainStep"] and 0 < streaming["per_chunk"]["p50_ms"]
     table = bench_gpu.format_table(result)
-    assert set(result["batch"]["commands"]) == {"cpu-1-processes"} and "cpu-1-processes" in table
+    assert "cpu-1-processes" in result["batch"]["commands"] and "cpu-1-processes" in table
     assert "placement" in table and "Stream.push" in table
 
 

@@ -323,6 +323,27 @@ def test_card_names_the_classes_the_model_does_not_detect(tiny_model_package, tm
     assert "Not detected" not in (model / "README.md").read_text()
 
 
+def test_card_adds_the_tuning_run_to_the_training(tmp_path):
+    """The recipe's last run (tuning on more scenes) is told after the runs before it, its hours added."""
+    from seld.data_prep.recipe import describe_tuning
+
+    run = tmp_path / "foa_tuned"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"format": "foa"}))
+    (run / "metrics.csv").write_text("epoch,learning_rate,seconds\n1,0.0003,1800\n2,0.0002,1800\n")
+    before = {"data_description": "Scenes.", "training_description": "Two runs.", "compute_hours": 5.5,
+              "epochs_trained": 15, "device": "2-core CPU", "limits": "synthetic only"}
+    training = describe_tuning(before, run)
+    assert training["compute_hours"] == 6.5 and training["epochs_trained"] == 2
+    assert training["data_description"].startswith("Scenes. Last, `seld synth --format both --minutes 240")
+    assert "--seed 9" in training["data_description"]
+    assert training["training_description"].startswith("Two runs. Last, the run above (FINAL_RUN) was tuned: "
+                                                        "`seld train --format foa --preset default batch_size=8 ")
+    assert "init_from=FINAL_RUN/best.pt` on DATA_ALL3, from its best epoch: 2 epochs, 1.0 h" in training[
+        "training_description"]
+    assert training["limits"] == "synthetic only" and before["compute_hours"] == 5.5
+
+
 def test_init_from_a_model_package_fine_tunes_an_exported_model(tiny_run, tiny_model_package, tmp_path, capsys):
     """A model package (an exported run, or "foa" / "mic", the shipped ones) starts a run as its run would."""
     from seld.network import SeldNetwork

@@ -198,6 +198,7 @@ def _command_runs(model: Path, inputs: Path, out: Path, devices: tuple[str, ...]
     times: {"<device>-<n>-processes": seconds of each run}."""
     import shutil
 
+    from seld import SeldError
     from seld.annotate_processes import default_processes
 
     counts = tuple(dict.fromkeys((1, default_processes(FILES))))
@@ -207,9 +208,12 @@ def _command_runs(model: Path, inputs: Path, out: Path, devices: tuple[str, ...]
             for processes in counts:
                 shutil.rmtree(out, ignore_errors=True)
                 started = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "seld", "annotate", str(inputs), "--model", str(model), "--out",
-                                str(out), "--device", device, "--processes", str(processes)],
-                               check=True, capture_output=True)
+                command = [sys.executable, "-m", "seld", "annotate", str(inputs), "--model", str(model), "--out",
+                           str(out), "--device", device, "--processes", str(processes)]
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SeldError(f"seld bench gpu: `{' '.join(command[2:])}` failed: "
+                                    f"{' | '.join(done.stderr.strip().splitlines()[-3:])}")
                 runs.setdefault(f"{device}-{processes}-processes", []).append(time.perf_counter() - started)
     return runs
 
