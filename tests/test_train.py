@@ -331,14 +331,16 @@ def test_card_adds_the_tuning_run_to_the_training(tmp_path):
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"format": "foa"}))
     (run / "metrics.csv").write_text("epoch,learning_rate,seconds\n1,0.0003,1800\n2,0.0002,1800\n")
-    before = {"data_description": "Scenes.", "training_description": "Two runs.", "compute_hours": 5.5,
+    before = {"data_description": "Scenes.", "training_description": "Two runs. First A. Then this model's run, B. "
+              "Both: AdamW.", "compute_hours": 5.5,
               "epochs_trained": 15, "device": "2-core CPU", "limits": "synthetic only"}
     training = describe_tuning(before, run)
     assert training["compute_hours"] == 6.5 and training["epochs_trained"] == 2
     assert training["data_description"].startswith("Scenes. Last, `seld synth --format both --minutes 240")
     assert "--seed 9" in training["data_description"]
-    assert training["training_description"].startswith("Two runs. Last, the run above (FINAL_RUN) was tuned: "
-                                                        "`seld train --format foa --preset default batch_size=8 ")
+    assert training["training_description"].startswith(
+        "Three runs. First A. Then the final run (FINAL_RUN), B. Each: AdamW. Last, this model's run tuned FINAL_RUN: "
+        "`seld train --format foa --preset default batch_size=8 ")
     assert "init_from=FINAL_RUN/best.pt` on DATA_ALL3, from its best epoch: 2 epochs, 1.0 h" in training[
         "training_description"]
     assert training["limits"] == "synthetic only" and before["compute_hours"] == 5.5
