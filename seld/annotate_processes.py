@@ -142,6 +142,7 @@ def _sigterm_interrupts():
 
 
 def _stop_workers(workers: list) -> None:
+    workers = [worker for worker in workers if worker.pid is not None]  # started ones
     for worker in workers:
         if worker.is_alive():
             worker.terminate()  # SIGTERM: the worker discards its partial outputs
