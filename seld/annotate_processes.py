@@ -86,7 +86,7 @@ def _stop(signum, frame) -> None:
 
 def _die_with_parent() -> None:
     try:  # Linux: SIGTERM when the parent process ends, however it ends
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
@@ -111,17 +111,17 @@ def _worker(index: int, messages, model: str, device: str, cores: int, jobs: lis
 # ------------------------------------------------------------------ in the parent
 
 
-def _usable_seconds(jobs: list[Job], channels: int) -> float:
-    """Audio seconds of the jobs the workers will annotate (the progress bar's total)."""
-    total = 0.0
+def _durations(jobs: list[Job], channels: int) -> dict[Job, float]:
+    """Audio seconds of the jobs the workers will annotate (readable, `channels` channels)."""
+    durations = {}
     for job in jobs:
         try:
             rate, file_channels, frames = audio_info(job.source)
         except SeldError:  # the worker reports it
             continue
         if file_channels == channels:
-            total += frames / rate
-    return total
+            durations[job] = frames / rate
+    return durations
 
 
 @contextmanager
@@ -153,13 +153,17 @@ def _stop_workers(workers: list) -> None:
             worker.join()
 
 
+def _has_outputs(job: Job) -> bool:
+    return job.output_stem.with_suffix(".csv").exists() and job.output_stem.with_suffix(".json").exists()
+
+
 def _lost_files(jobs: list[Job], exitcode: int | None) -> list[str]:
     """A dead worker's files without outputs: reported as failed, their temporary files removed."""
     lost = []
     for job in jobs:
-        stem = job.output_stem
-        if stem.with_suffix(".csv").exists() and stem.with_suffix(".json").exists():
+        if _has_outputs(job):
             continue
+        stem = job.output_stem
         for temporary in stem.parent.glob(f".{stem.name}.*.tmp"):
             temporary.unlink(missing_ok=True)
         lost.append(f"{job.source}: not annotated: the worker process annotating it died (exit code {exitcode})")
@@ -180,21 +184,23 @@ def annotate_in_processes(model: str | Path, device: str, jobs: list[Job], proce
                                      logging.getLogger().getEffectiveLevel()))
                for index, part in enumerate(parts)]
     log.info("annotating in %d processes of %d cores each", len(parts), cores)
-    bar = _Bar(len(jobs), _usable_seconds(jobs, int(info.data["num_channels"])), disable=not progress_bar)
+    durations = _durations(jobs, int(info.data["num_channels"]))
+    bar = _Bar(len(jobs), sum(durations.values()), disable=not progress_bar)
     started = time.perf_counter()
-    results: dict[int, tuple] = {}
+    results: dict[int, tuple] = {}  # worker index -> its last message
+
+    def take(message) -> None:
+        if message[0] == "advance":
+            bar.advance(message[1], files=message[2])
+        elif message[0] == "write":
+            bar.write(message[1])
+        else:
+            results[message[1]] = message
+
     try:
         with _sigterm_interrupts():
             for worker in workers:
                 worker.start()
-            def take(message) -> None:
-                if message[0] == "advance":
-                    bar.advance(message[1], files=message[2])
-                elif message[0] == "write":
-                    bar.write(message[1])
-                else:
-                    results[message[1]] = message
-
             while len(results) < len(workers):
                 try:
                     take(messages.get(timeout=0.2))
@@ -214,9 +220,9 @@ def annotate_in_processes(model: str | Path, device: str, jobs: list[Job], proce
     finally:
         bar.close()
     _stop_workers(workers)
-    summaries, failures, providers = [], [], set()
+    summaries, providers = [], set()
     for index, part in enumerate(parts):
-        kind, *rest = results[index][0], *results[index][2:]
+        kind, _, *rest = results[index]
         if kind == "done":
             summaries.append(rest[0])
             providers.add(", ".join(rest[1]))
@@ -226,25 +232,14 @@ def annotate_in_processes(model: str | Path, device: str, jobs: list[Job], proce
             raise KeyboardInterrupt
         elif kind == "crash":
             raise RuntimeError(f"a seld annotate worker failed:\n{rest[0]}")
-        else:
-            failures += _lost_files(part, rest[0])
-            summaries.append(_summary_of_dead(part, failures))
+        else:  # died: what it finished stands
+            done = [job for job in part if _has_outputs(job)]
+            summaries.append(Summary(len(done), _lost_files(part, rest[0]),
+                                     sum(durations.get(job, 0.0) for job in done), 0.0))
     log.info("model %s on %s", info.data.get("name", model), " / ".join(sorted(providers)))
     order = {str(job.source): index for index, job in enumerate(jobs)}
-    failures += [f for s in summaries for f in s.failures if f not in failures]
-    failures.sort(key=lambda text: min((i for source, i in order.items() if text.startswith(source)), default=len(jobs)))
+    failures = sorted((f for s in summaries for f in s.failures),
+                      key=lambda text: min((i for source, i in order.items() if text.startswith(source)),
+                                           default=len(jobs)))
     return Summary(sum(s.completed for s in summaries), failures, sum(s.audio_seconds for s in summaries),
                    time.perf_counter() - started)
-
-
-def _summary_of_dead(jobs: list[Job], failures: list[str]) -> Summary:
-    """What a dead worker finished: the files whose outputs are in place."""
-    done = [job for job in jobs if not any(f.startswith(f"{job.source}: ") for f in failures)]
-    seconds = 0.0
-    for job in done:
-        try:
-            rate, _, frames = audio_info(job.source)
-            seconds += frames / rate
-        except SeldError:
-            pass
-    return Summary(len(done), [], seconds, 0.0)
