@@ -143,7 +143,10 @@ class SelfAttention(nn.Module):
     With a window W (causal), position t attends to positions t-W+1..t that exist: the
     keys and values of the W-1 positions before the input come from ``cache`` and
     ``seen`` (positions seen before the input, clamped to W-1) masks those before the
-    stream's start, so a zero cache means "beginning of stream".
+    stream's start, so a zero cache means "beginning of stream". Every query scores all
+    W-1+frames keys under a band mask: no gathers or index arithmetic, so the streaming
+    graph (one frame per call) is a few nodes; the extra scores cost little at the
+    frames a chunk or a training crop holds.
     """
 
     def __init__(self, dim: int, heads: int, window: int, dropout: float):
@@ -158,28 +161,25 @@ class SelfAttention(nn.Module):
         return x.unflatten(2, (self.heads, self.head_size)).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None, seen: torch.Tensor | None = None):
-        """x [batch, frames, dim]; cache [batch, 2, W-1, dim] (keys, values); seen [batch]."""
-        frames = x.shape[1]
-        query, key, value = self.qkv(x).chunk(3, dim=-1)
-        query = self._split(query) / math.sqrt(self.head_size)
+        """x [batch, frames, dim]; cache [batch, W-1, 2 dim] (keys then values); seen [batch]."""
+        frames, dim = x.shape[1], x.shape[2]
+        qkv = self.qkv(x)
+        query = self._split(qkv[..., :dim]) / math.sqrt(self.head_size)
         if self.window:
-            key, value = torch.cat([cache[:, 0], key], dim=1), torch.cat([cache[:, 1], value], dim=1)
-            cache = torch.stack([key[:, frames:], value[:, frames:]], dim=1)
-            # Query t's window: entries t..t+W-1 of the extended keys, i.e. positions t-W+1..t.
-            # One gather of the windows keeps the graph small and the cost O(frames * W).
-            offsets = torch.arange(self.window, device=x.device)
-            window = (torch.arange(frames, device=x.device).unsqueeze(1) + offsets).flatten()
-            keys = self._split(key).index_select(2, window).unflatten(2, (-1, self.window))
-            values = self._split(value).index_select(2, window).unflatten(2, (-1, self.window))
-            scores = torch.matmul(keys, query.unsqueeze(-1)).squeeze(-1)  # [batch, heads, frames, W]
-            # Entry j of a window lies before the stream's start when seen + t + j < W - 1.
-            position = (seen.reshape(-1, 1, 1, 1) + window.reshape(1, 1, -1, self.window).to(seen.dtype))
-            scores = scores.masked_fill(position < self.window - 1, float("-inf"))
-            weights = self.dropout(torch.softmax(scores, dim=-1))
-            attended = torch.matmul(weights.unsqueeze(-2), values).squeeze(-2)
+            keys_values = torch.cat([cache, qkv[..., dim:]], dim=1)  # W-1 + frames positions
+            cache = keys_values[:, frames:]
+            key, value = self._split(keys_values[..., :dim]), self._split(keys_values[..., dim:])
+            # Extended position j (0..W-2+frames) is in query t's window when t <= j <= t+W-1, and
+            # before the stream's start when seen + j < W-1.
+            j = torch.arange(self.window - 1 + frames, device=x.device)
+            t = torch.arange(frames, device=x.device).unsqueeze(1)
+            outside = (j < t) | (j > t + self.window - 1)  # [frames, W-1+frames]
+            before_start = (seen.reshape(-1, 1, 1, 1) + j.to(seen.dtype)) < self.window - 1  # [batch, 1, 1, W-1+frames]
+            scores = torch.matmul(query, key.transpose(-1, -2)).masked_fill(outside | before_start, float("-inf"))
         else:
-            scores = torch.matmul(query, self._split(key).transpose(-1, -2))
-            attended = torch.matmul(self.dropout(torch.softmax(scores, dim=-1)), self._split(value))
+            key, value = self._split(qkv[..., dim:2 * dim]), self._split(qkv[..., 2 * dim:])
+            scores = torch.matmul(query, key.transpose(-1, -2))
+        attended = torch.matmul(self.dropout(torch.softmax(scores, dim=-1)), value)
         attended = attended.transpose(1, 2).flatten(2)
         return self.norm(x + self.dropout(self.out(attended))), cache
 
@@ -211,7 +211,7 @@ class CRNN(nn.Module):
         self.attention = nn.ModuleList(SelfAttention(c.gru_size, c.attention_heads, c.attention_window, c.dropout)
                                        for _ in range(c.attention_blocks))
         for index in range(c.attention_blocks):
-            segments.append((f"attention{index}", (2, c.attention_window - 1, c.gru_size)))
+            segments.append((f"attention{index}", (c.attention_window - 1, 2 * c.gru_size)))
         if c.attention_blocks:
             segments.append(("seen", (1,)))
 

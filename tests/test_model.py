@@ -77,7 +77,7 @@ def test_attention_sees_a_bounded_window_of_the_past():
     x = torch.randn(1, 10, 8)
     changed = x.clone()
     changed[:, :3] = torch.randn(1, 3, 8)  # positions 0..2
-    cache, seen = torch.zeros(1, 2, 3, 8), torch.zeros(1)
+    cache, seen = torch.zeros(1, 3, 16), torch.zeros(1)  # [batch, W-1, keys and values]
     with torch.no_grad():
         a, b = block(x, cache, seen)[0], block(changed, cache, seen)[0]
     # Position t sees t-3..t: positions 6 on do not see 0..2, positions 3..5 do.
@@ -86,7 +86,7 @@ def test_attention_sees_a_bounded_window_of_the_past():
     # At the stream's start the zero cache is masked: position 0 attends only to itself.
     with torch.no_grad():
         alone = block(x[:, :1], cache, seen)[0]
-        garbage = block(x[:, :1], torch.randn(1, 2, 3, 8), seen)[0]
+        garbage = block(x[:, :1], torch.randn(1, 3, 16), seen)[0]
     assert torch.allclose(alone, garbage)
 
 
