@@ -1,4 +1,5 @@
-"""`seld export`: a trained run -> a model package (DESIGN.md) that checks itself.
+"""`seld export`: a trained run -> a model package (DESIGN.md) that checks itself; or a package
+re-exported: its graphs made again by this seld (a faster graph, the same weights).
 
 Both graphs begin at the STFT spectrum (real and imaginary parts), which the engine
 computes on the host with the training framing: DESIGN.md's prototype measured a host
@@ -177,24 +178,47 @@ def model_card(info: dict) -> str:
     return "\n".join(lines)
 
 
+def _read_package(folder: Path) -> tuple[SeldNetwork, dict, dict, str | None]:
+    """A model package's network, seld.json, training config (kept in its weights' metadata) and card."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        info = json.loads((folder / "seld.json").read_text())
+        with safe_open(str(folder / "weights.safetensors"), "pt") as weights:
+            config = json.loads((weights.metadata() or {})["config"])
+            state = {key: weights.get_tensor(key) for key in weights.keys()}
+        network, _ = network_from_checkpoint({"config": config, "model": state})
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+        raise SeldError(f"{folder}: not a readable model package ({str(error).splitlines()[0]})") from None
+    card = (folder / "README.md").read_text() if (folder / "README.md").is_file() else None
+    return network, info, config, card
+
+
 def export_package(source: str | Path, out_dir: str | Path, name: str | None = None) -> dict:
-    """Export a run (or a checkpoint) into `out_dir`, whole or not at all. Returns the check figures."""
+    """Export a run (or a checkpoint) into `out_dir`, whole or not at all; or re-export a model
+    package (its graphs made again by this seld from its weights; seld.json and card kept).
+    Returns the check figures."""
     from safetensors.torch import save_file
 
-    checkpoint = load_checkpoint(source)
-    network, config = network_from_checkpoint(checkpoint)
-    out_dir = Path(out_dir)
+    source, out_dir = Path(source), Path(out_dir)
+    if (source / "seld.json").is_file():
+        network, info, training_config, card = _read_package(source)
+        if name:
+            info["name"] = name
+    else:
+        checkpoint = load_checkpoint(source)
+        network, config = network_from_checkpoint(checkpoint)
+        info, training_config, card = package_info(network, config, checkpoint, name or out_dir.name), checkpoint["config"], None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         export_graphs(network, staging)
         differences = check_graphs(network, staging)
-        info = package_info(network, config, checkpoint, name or out_dir.name)
-        info["export_check"] = differences
+        info.update(format_version=FORMAT_VERSION, state_size=network.state_size, export_check=differences)
         (staging / "seld.json").write_text(json.dumps(info, indent=1) + "\n")
         save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(staging / "weights.safetensors"),
-                  metadata={"config": json.dumps(checkpoint["config"])})
-        (staging / "README.md").write_text(model_card(info))
+                  metadata={"config": json.dumps(training_config)})
+        (staging / "README.md").write_text(card if card is not None else model_card(info))
         staging.chmod(0o755)
         for path in staging.iterdir():
             path.chmod(0o644)

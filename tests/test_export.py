@@ -1,5 +1,6 @@
 import json
 import logging
+import shutil
 import subprocess
 import sys
 
@@ -40,6 +41,33 @@ def test_check_catches_a_graph_that_disagrees(tiny_run, tmp_path):
             parameter.add_(0.05)
     with pytest.raises(SeldError, match="disagrees"):
         check_graphs(network, tmp_path)
+
+
+def test_a_package_re_exports_to_the_same_model(tiny_model_package, tmp_path, seld_cli):
+    """`seld export PACKAGE`: graphs made again from its weights; seld.json (bar the check), weights and card
+    kept; the new graphs give the old ones' outputs."""
+    package = tmp_path / "package"
+    shutil.copytree(tiny_model_package, package)
+    (package / "README.md").write_text("# a card written by hand\n")
+    result = seld_cli("export", package, "--out", tmp_path / "again")
+    assert result.returncode == 0, result.stderr
+    old, new = (json.loads((folder / "seld.json").read_text()) for folder in (package, tmp_path / "again"))
+    assert {**old, "export_check": None} == {**new, "export_check": None}
+    for name in ("weights.safetensors", "README.md"):
+        assert (tmp_path / "again" / name).read_bytes() == (package / name).read_bytes()
+    audio = (0.1 * np.random.default_rng(1).standard_normal((4, 24_000 * 2))).astype(np.float32)
+    outputs = [np.concatenate(list(Engine(folder, device="cpu").outputs(audio))) for folder in (package, tmp_path / "again")]
+    assert np.abs(outputs[0] - outputs[1]).max() <= 1e-4
+
+
+def test_re_export_of_a_broken_package(tmp_path, tiny_model_package, seld_cli):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "seld.json").write_text((tiny_model_package / "seld.json").read_text())
+    (broken / "weights.safetensors").write_bytes(b"not weights")
+    result = seld_cli("export", broken, "--out", tmp_path / "out")
+    assert result.returncode != 0 and "not a readable model package" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
 def test_stream_equals_offline_for_any_block_size(tiny_model_package):
