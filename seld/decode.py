@@ -113,38 +113,48 @@ def decode(
     ``track`` is the output track (0 for ``sed_doa`` and ``accdoa``; for ``multi_accdoa`` the
     lowest track of a merged group): it is not stable over time, see ``EventTracker``.
     ``frame_offset`` is added to frame numbers (decoding a stream chunk by chunk).
+
+    The reference decoder, and the streaming engine's (a chunk is a frame or a few): the
+    activity test in numpy, then plain Python per active (frame, class), as a handful of
+    floats is cheaper in Python than in numpy calls. ``seld.outputs.decode_outputs`` gives the
+    same detections, bit for bit, vectorized over frames for long outputs.
     """
     outputs = np.asarray(outputs, dtype=np.float64)
     if outputs.ndim != 2 or outputs.shape[1] != layout.size:
         raise ValueError(f"outputs must be [frames, {layout.size}] for {layout}, got {list(outputs.shape)}")
     frames, classes, axes = outputs.shape[0], layout.num_classes, layout.axes
     if layout.output_format == "sed_doa":
-        probability = 1.0 / (1.0 + np.exp(-outputs[:, :classes]))
         tracks = outputs[:, classes:].reshape(frames, 1, axes, classes)
-        confidence = probability[:, None, :]
-        active = confidence > threshold
+        confidence = (1.0 / (1.0 + np.exp(-outputs[:, :classes])))[:, None, :]
     else:
         tracks = outputs.reshape(frames, layout.tracks, axes, classes)
         vectors = tracks[:, :, :3]
         confidence = np.sqrt(np.add.reduce(vectors * vectors, axis=2))  # norms [frames, tracks, classes]
-        active = confidence > threshold
-    confidence = np.minimum(confidence, 1.0)
+    active = confidence > threshold
+    if not active.any():
+        return []
+    # [frame][class][track] lists: active, (axes values), confidence clipped at 1
+    on_tracks = active.transpose(0, 2, 1).tolist()
+    values = tracks.transpose(0, 3, 1, 2).tolist()
+    scores = np.minimum(confidence, 1.0).transpose(0, 2, 1).tolist()
+    pairs = [(frame, class_index) for frame, row in enumerate(on_tracks) for class_index, on in enumerate(row) if True in on]
 
     found = []  # (frame, class, first track, mean vector [axes], confidence)
-    for frame, class_index in np.argwhere(active.any(axis=1)).tolist():
-        on = np.flatnonzero(active[frame, :, class_index])
-        values = tracks[frame, :, :, class_index]  # [tracks, axes]
+    for frame, class_index in pairs:
+        vectors_of, scores_of = values[frame][class_index], scores[frame][class_index]
+        on = [track for track, is_on in enumerate(on_tracks[frame][class_index]) if is_on]
         if len(on) == 1:  # the common case: a mean of one is the value itself
-            track = int(on[0])
-            found.append((frame, class_index, track, values[track], float(confidence[frame, track, class_index])))
+            found.append((frame, class_index, on[0], vectors_of[on[0]], scores_of[on[0]]))
             continue
-        for group in _merge_groups(values[on, :3], merge_threshold_deg):
-            members = on[group]
-            # numpy's mean (sum, then divide), without its Python overhead
-            found.append((frame, class_index, int(members[0]), np.add.reduce(values[members]) / len(members),
-                          float(np.add.reduce(confidence[frame, members, class_index]) / len(members))))
-    if not found:
-        return []
+        for group in _merge_groups([vectors_of[track] for track in on], merge_threshold_deg):
+            members = [on[index] for index in group]
+            # numpy's mean's arithmetic: summed in track order, then divided
+            total, score = list(vectors_of[members[0]]), scores_of[members[0]]
+            for track in members[1:]:
+                total = [a + b for a, b in zip(total, vectors_of[track])]
+                score += scores_of[track]
+            found.append((frame, class_index, members[0], [value / len(members) for value in total],
+                          score / len(members)))
     means = np.array([mean for _, _, _, mean, _ in found])
     azimuth, elevation = vector_to_angles(means[:, 0], means[:, 1], means[:, 2])
     distance = np.maximum(means[:, 3], 0.0).tolist() if layout.distance else [None] * len(found)
@@ -153,18 +163,24 @@ def decode(
             in zip(found, azimuth.tolist(), elevation.tolist(), distance)]
 
 
-def _merge_groups(vectors: np.ndarray, threshold_deg: float) -> list[np.ndarray]:
-    """Indices of vectors grouped by "closer than threshold" (connected components), in order of
-    their lowest index.
+def _merge_groups(vectors: list[list[float]], threshold_deg: float) -> list[list[int]]:
+    """Indices of vectors ([x, y, z, ...]) grouped by "closer than threshold" (connected
+    components), in order of their lowest index; `angle_between`'s arithmetic, in plain Python.
 
     For three tracks this is the DCASE baseline's rule: one similar pair is merged,
     two or more similar pairs merge all three.
     """
     count = len(vectors)
-    if count == 1:
-        return [np.zeros(1, dtype=int)]
+    units = []
+    for x, y, z, *_ in vectors:
+        norm = math.sqrt(x * x + y * y + z * z) + 1e-10
+        units.append((x / norm, y / norm, z / norm))
     first, second = _pairs(count)
-    close = (angle_between(vectors[list(first)], vectors[list(second)]) < threshold_deg).tolist()
+    close = []
+    for i, j in zip(first, second):
+        (ax, ay, az), (bx, by, bz) = units[i], units[j]
+        cosine = min(max(ax * bx + ay * by + az * bz, -1.0), 1.0)
+        close.append(math.degrees(math.acos(cosine)) < threshold_deg)
     label = list(range(count))
     for _ in range(count):  # propagate the smallest index through each component
         for i, j, near in zip(first, second, close):
@@ -173,7 +189,7 @@ def _merge_groups(vectors: np.ndarray, threshold_deg: float) -> list[np.ndarray]
     groups: dict[int, list[int]] = {}
     for index, value in enumerate(label):  # a component's label is its lowest index: seen first
         groups.setdefault(value, []).append(index)
-    return [np.array(members) for members in groups.values()]
+    return list(groups.values())
 
 
 @functools.lru_cache(maxsize=None)
