@@ -28,6 +28,7 @@ import torch
 from seld import SeldError
 from seld.audio import HOP, LABEL_HOP
 from seld.engine import FORMAT_VERSION
+from seld.model import SelfAttention
 from seld.network import SeldNetwork
 from seld.train import TrainConfig, load_checkpoint, network_from_checkpoint
 
@@ -70,9 +71,16 @@ def export_graphs(network: SeldNetwork, folder: Path) -> None:
     channels, bins = network.num_channels, network.front_end.config.num_bins
     real = torch.zeros(1, channels, 10, bins)
     spectrum_axes = {0: "batch", 2: "frames"}
+    attention = [module for module in network.modules() if isinstance(module, SelfAttention)]
     with torch.no_grad():
-        _export(_OfflineGraph(network).eval(), (real, real), folder / "model.onnx", ["real", "imag"], ["outputs"],
-                {"real": spectrum_axes, "imag": spectrum_axes, "outputs": {0: "batch", 1: "label_frames"}})
+        for module in attention:  # the offline graph takes whole recordings: windows gathered, O(frames * W)
+            module.band_frames = 0
+        try:
+            _export(_OfflineGraph(network).eval(), (real, real), folder / "model.onnx", ["real", "imag"], ["outputs"],
+                    {"real": spectrum_axes, "imag": spectrum_axes, "outputs": {0: "batch", 1: "label_frames"}})
+        finally:
+            for module in attention:
+                del module.band_frames  # back to the class's
         if network.causal:
             state = network.initial_state(1)
             _export(_StreamGraph(network).eval(), (real, real, state), folder / "stream.onnx", ["real", "imag", "state"],

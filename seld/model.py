@@ -143,11 +143,15 @@ class SelfAttention(nn.Module):
     With a window W (causal), position t attends to positions t-W+1..t that exist: the
     keys and values of the W-1 positions before the input come from ``cache`` and
     ``seen`` (positions seen before the input, clamped to W-1) masks those before the
-    stream's start, so a zero cache means "beginning of stream". Every query scores all
-    W-1+frames keys under a band mask: no gathers or index arithmetic, so the streaming
-    graph (one frame per call) is a few nodes; the extra scores cost little at the
-    frames a chunk or a training crop holds.
+    stream's start, so a zero cache means "beginning of stream". Up to ``band_frames`` input
+    frames, every query scores all W-1+frames keys under a band mask: no gathers or index
+    arithmetic, so the streaming graph (a frame or a few per call) is a few nodes. Longer
+    inputs gather each query's W keys instead, O(frames * W): a whole recording in
+    validation, or the offline graph (exported with ``band_frames = 0``). The same function
+    either way.
     """
+
+    band_frames = 32
 
     def __init__(self, dim: int, heads: int, window: int, dropout: float):
         super().__init__()
@@ -171,15 +175,27 @@ class SelfAttention(nn.Module):
             key, value = self._split(keys_values[..., :dim]), self._split(keys_values[..., dim:])
             # Extended position j (0..W-2+frames) is in query t's window when t <= j <= t+W-1, and
             # before the stream's start when seen + j < W-1.
-            j = torch.arange(self.window - 1 + frames, device=x.device)
-            t = torch.arange(frames, device=x.device).unsqueeze(1)
-            outside = (j < t) | (j > t + self.window - 1)  # [frames, W-1+frames]
-            before_start = (seen.reshape(-1, 1, 1, 1) + j.to(seen.dtype)) < self.window - 1  # [batch, 1, 1, W-1+frames]
-            scores = torch.matmul(query, key.transpose(-1, -2)).masked_fill(outside | before_start, float("-inf"))
+            if frames <= self.band_frames:
+                j = torch.arange(self.window - 1 + frames, device=x.device)
+                t = torch.arange(frames, device=x.device).unsqueeze(1)
+                outside = (j < t) | (j > t + self.window - 1)  # [frames, W-1+frames]
+                before_start = (seen.reshape(-1, 1, 1, 1) + j.to(seen.dtype)) < self.window - 1  # [batch, 1, 1, W-1+frames]
+                scores = torch.matmul(query, key.transpose(-1, -2)).masked_fill(outside | before_start, float("-inf"))
+                attended = torch.matmul(self.dropout(torch.softmax(scores, dim=-1)), value)
+            else:  # one gather of the windows: entries t..t+W-1 for query t
+                window = (torch.arange(frames, device=x.device).unsqueeze(1)
+                          + torch.arange(self.window, device=x.device)).flatten()
+                keys = key.index_select(2, window).unflatten(2, (-1, self.window))  # [batch, heads, frames, W, d]
+                values = value.index_select(2, window).unflatten(2, (-1, self.window))
+                scores = torch.matmul(keys, query.unsqueeze(-1)).squeeze(-1)  # [batch, heads, frames, W]
+                position = seen.reshape(-1, 1, 1, 1) + window.reshape(1, 1, -1, self.window).to(seen.dtype)
+                scores = scores.masked_fill(position < self.window - 1, float("-inf"))
+                weights = self.dropout(torch.softmax(scores, dim=-1))
+                attended = torch.matmul(weights.unsqueeze(-2), values).squeeze(-2)
         else:
             key, value = self._split(qkv[..., dim:2 * dim]), self._split(qkv[..., 2 * dim:])
             scores = torch.matmul(query, key.transpose(-1, -2))
-        attended = torch.matmul(self.dropout(torch.softmax(scores, dim=-1)), value)
+            attended = torch.matmul(self.dropout(torch.softmax(scores, dim=-1)), value)
         attended = attended.transpose(1, 2).flatten(2)
         return self.norm(x + self.dropout(self.out(attended))), cache
 

@@ -90,6 +90,24 @@ def test_attention_sees_a_bounded_window_of_the_past():
     assert torch.allclose(alone, garbage)
 
 
+@pytest.mark.parametrize("frames", [1, 3, 25])
+def test_attention_band_mask_and_gathered_windows_agree(frames):
+    """Short inputs (a stream's chunks) score all cached keys under a band mask, long ones (whole
+    recordings, the offline graph) gather each query's window: the same outputs and cache."""
+    from seld.model import SelfAttention
+
+    torch.manual_seed(frames)
+    block = SelfAttention(dim=16, heads=2, window=6, dropout=0.0).eval()
+    x, cache = torch.randn(2, frames, 16), torch.randn(2, 5, 32)
+    seen = torch.tensor([0.0, 5.0])  # one stream at its start, one well into it
+    with torch.no_grad():
+        block.band_frames = frames
+        band = block(x, cache, seen)
+        block.band_frames = 0
+        gathered = block(x, cache, seen)
+    assert torch.allclose(band[0], gathered[0], atol=1e-6) and torch.equal(band[1], gathered[1])
+
+
 def test_state_starts_at_zero_and_carries():
     model = randomized(preset("tiny"))
     state = model.initial_state(3)
