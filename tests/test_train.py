@@ -346,6 +346,26 @@ def test_card_adds_the_tuning_run_to_the_training(tmp_path):
     assert training["limits"] == "synthetic only" and before["compute_hours"] == 5.5
 
 
+def test_card_adds_the_second_tuning_run_to_the_training(tmp_path):
+    """FOA's run tuned once more is told last; the total hours move to the end."""
+    from seld.data_prep.recipe import describe_retuning
+
+    run = tmp_path / "foa_retuned"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"format": "foa"}))
+    (run / "metrics.csv").write_text("epoch,learning_rate,seconds\n1,0.0003,900\n2,0.0002,900\n")
+    before = {"data_description": "Scenes.", "training_description": "Three runs. First A. Then B. Last, this model's "
+              "run tuned FINAL_RUN: `x` on DATA_ALL3, 0.6 h; 6.2 h of training steps in all.", "compute_hours": 6.2,
+              "epochs_trained": 10, "device": "2-core CPU", "limits": "synthetic only"}
+    training = describe_retuning(before, run)
+    assert training["compute_hours"] == 6.7 and training["epochs_trained"] == 2
+    description = training["training_description"]
+    assert description.startswith("Four runs. First A. Then B. Then a run (TUNED_RUN) tuned FINAL_RUN: `x` on "
+                                  "DATA_ALL3, 0.6 h. Last, this model's run tuned TUNED_RUN once more")
+    assert "init_from=TUNED_RUN/best.pt` on DATA_ALL3, from its best epoch: 2 epochs, 0.5 h" in description
+    assert description.endswith("6.7 h of training steps in all.") and description.count("in all") == 1
+
+
 def test_init_from_a_model_package_fine_tunes_an_exported_model(tiny_run, tiny_model_package, tmp_path, capsys):
     """A model package (an exported run, or "foa" / "mic", the shipped ones) starts a run as its run would."""
     from seld.network import SeldNetwork
