@@ -208,13 +208,17 @@ def describe_training(run: Path, foa_run: Path, sounds: Path) -> dict:
                       "see the metrics above for what it reaches."}
 
 
-def describe_tuning(training: dict, tuned: Path) -> dict:
-    """`training` (describe_training's, of the final run) with the tuning run `tuned` added."""
+def _run_record(run: Path) -> tuple[dict, list[dict], float]:
+    """A run's config, its per-epoch history and its hours of training steps."""
     import csv
 
-    config = json.loads((tuned / "config.json").read_text())
-    history = list(csv.DictReader((tuned / "metrics.csv").open()))
-    hours = sum(float(row["seconds"]) for row in history) / 3600
+    history = list(csv.DictReader((run / "metrics.csv").open()))
+    return json.loads((run / "config.json").read_text()), history, sum(float(row["seconds"]) for row in history) / 3600
+
+
+def describe_tuning(training: dict, tuned: Path) -> dict:
+    """`training` (describe_training's, of the final run) with the tuning run `tuned` added."""
+    config, history, hours = _run_record(tuned)
     total = training["compute_hours"] + hours
     settings = " ".join(a.format(final="FINAL_RUN/best.pt") for a in TUNE if "=" in a)
     data = (f" Last, `seld synth {' '.join(TUNE_SYNTH)} --sounds SOUNDS` adds 240 more minutes per format from a "
@@ -231,12 +235,9 @@ def describe_tuning(training: dict, tuned: Path) -> dict:
 
 def describe_retuning(training: dict, retuned: Path) -> dict:
     """`training` (describe_tuning's) with the run `retuned`, which tuned the tuned run once more, added."""
-    import csv
     import re
 
-    config = json.loads((retuned / "config.json").read_text())
-    history = list(csv.DictReader((retuned / "metrics.csv").open()))
-    hours = sum(float(row["seconds"]) for row in history) / 3600
+    config, history, hours = _run_record(retuned)
     total = training["compute_hours"] + hours
     settings = " ".join(a.format(tuned="TUNED_RUN/best.pt") for a in RETUNE[config["format"]] if "=" in a)
     before = (training["training_description"].replace("Three runs.", "Four runs.", 1)

@@ -30,7 +30,7 @@ from seld.audio import HOP, LABEL_HOP
 from seld.engine import FORMAT_VERSION
 from seld.model import SelfAttention
 from seld.network import SeldNetwork
-from seld.train import TrainConfig, load_checkpoint, network_from_checkpoint
+from seld.train import TrainConfig, load_checkpoint, network_from_checkpoint, read_package
 
 log = logging.getLogger(__name__)
 
@@ -187,16 +187,13 @@ def model_card(info: dict) -> str:
 
 
 def _read_package(folder: Path) -> tuple[SeldNetwork, dict, dict, str | None]:
-    """A model package's network, seld.json, training config (kept in its weights' metadata) and card."""
-    from safetensors import SafetensorError, safe_open
-
+    """A model package's network, seld.json, training config and card."""
+    info, config, weights = read_package(folder)
+    if config is None:
+        raise SeldError(f"{folder}: not a readable model package (its weights carry no training config)")
     try:
-        info = json.loads((folder / "seld.json").read_text())
-        with safe_open(str(folder / "weights.safetensors"), "pt") as weights:
-            config = json.loads((weights.metadata() or {})["config"])
-            state = {key: weights.get_tensor(key) for key in weights.keys()}
-        network, _ = network_from_checkpoint({"config": config, "model": state})
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+        network, _ = network_from_checkpoint({"config": config, "model": weights})
+    except (KeyError, RuntimeError, ValueError) as error:
         raise SeldError(f"{folder}: not a readable model package ({str(error).splitlines()[0]})") from None
     card = (folder / "README.md").read_text() if (folder / "README.md").is_file() else None
     return network, info, config, card

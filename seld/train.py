@@ -180,15 +180,24 @@ def load_initial_weights(source: str) -> dict:
         path = default_model_dir(source)
     if not (path / "seld.json").is_file():
         return load_checkpoint(path)
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    info, _, weights = read_package(path)
+    return {"config": {"classes": info["classes"], "format": info["format"]}, "model": weights}
+
+
+def read_package(folder: Path) -> tuple[dict, dict | None, dict]:
+    """A model package's seld.json, its training config (kept in the weights' metadata; None where
+    absent) and its weights."""
+    from safetensors import SafetensorError, safe_open
 
     try:
-        info = json.loads((path / "seld.json").read_text())
-        weights = load_file(str(path / "weights.safetensors"))
+        info = json.loads((folder / "seld.json").read_text())
+        with safe_open(str(folder / "weights.safetensors"), "pt") as file:
+            metadata = file.metadata() or {}
+            weights = {key: file.get_tensor(key) for key in file.keys()}
+        config = json.loads(metadata["config"]) if "config" in metadata else None
     except (OSError, ValueError, SafetensorError) as error:
-        raise SeldError(f"{path}: not a readable model package ({error})") from None
-    return {"config": {"classes": info["classes"], "format": info["format"]}, "model": weights}
+        raise SeldError(f"{folder}: not a readable model package ({str(error).splitlines()[0]})") from None
+    return info, config, weights
 
 
 def network_from_checkpoint(checkpoint: dict) -> tuple[SeldNetwork, TrainConfig]:

@@ -323,14 +323,19 @@ def test_card_names_the_classes_the_model_does_not_detect(tiny_model_package, tm
     assert "Not detected" not in (model / "README.md").read_text()
 
 
+def _two_epoch_run(run, seconds_each):
+    """A run folder as the card reads it: an FOA config and two epochs of `seconds_each`."""
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"format": "foa"}))
+    (run / "metrics.csv").write_text(f"epoch,learning_rate,seconds\n1,0.0003,{seconds_each}\n2,0.0002,{seconds_each}\n")
+    return run
+
+
 def test_card_adds_the_tuning_run_to_the_training(tmp_path):
     """The recipe's last run (tuning on more scenes) is told after the runs before it, its hours added."""
     from seld.data_prep.recipe import describe_tuning
 
-    run = tmp_path / "foa_tuned"
-    run.mkdir()
-    (run / "config.json").write_text(json.dumps({"format": "foa"}))
-    (run / "metrics.csv").write_text("epoch,learning_rate,seconds\n1,0.0003,1800\n2,0.0002,1800\n")
+    run = _two_epoch_run(tmp_path / "foa_tuned", 1800)
     before = {"data_description": "Scenes.", "training_description": "Two runs. First A. Then this model's run, B. "
               "Both: AdamW.", "compute_hours": 5.5,
               "epochs_trained": 15, "device": "2-core CPU", "limits": "synthetic only"}
@@ -350,10 +355,7 @@ def test_card_adds_the_second_tuning_run_to_the_training(tmp_path):
     """FOA's run tuned once more is told last; the total hours move to the end."""
     from seld.data_prep.recipe import describe_retuning
 
-    run = tmp_path / "foa_retuned"
-    run.mkdir()
-    (run / "config.json").write_text(json.dumps({"format": "foa"}))
-    (run / "metrics.csv").write_text("epoch,learning_rate,seconds\n1,0.0003,900\n2,0.0002,900\n")
+    run = _two_epoch_run(tmp_path / "foa_retuned", 900)
     before = {"data_description": "Scenes.", "training_description": "Three runs. First A. Then B. Last, this model's "
               "run tuned FINAL_RUN: `x` on DATA_ALL3, 0.6 h; 6.2 h of training steps in all.", "compute_hours": 6.2,
               "epochs_trained": 10, "device": "2-core CPU", "limits": "synthetic only"}
