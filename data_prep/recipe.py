@@ -9,7 +9,7 @@
 3. training of the `default` causal preset (`seld train`, resumable: rerun the same
    command after an interruption): an FOA run in stages, then the model's own run,
    which starts from the FOA run's weights (so `mic` trains the FOA run too), then that
-   run tuned on 240 more minutes of scenes from a third seed (FOA: then tuned once more on them),
+   run tuned on 240 more minutes of scenes from a third seed, then tuned once more on them,
 4. export to a model package (`seld export`), the activity threshold calibrated on the
    validation split, and its scores on the dev-test rooms and on an unseen set (new rooms,
    real recordings from other Debian packages) (`seld annotate` + `seld evaluate`).
@@ -75,10 +75,10 @@ TUNE_SYNTH = ["--format", "both", "--minutes", "240", "--rooms", "24", "--seed",
               "--workers", "2"]
 TUNE = ["--preset", "default", "batch_size=8", "epochs=10", "learning_rate=0.0003", "threads=2", "workers=1",
         "init_from={final}"]
-# FOA's tuned run still improved at its last epoch, so it was tuned once more on the same scenes
-# (DATA_ALL3), from its best epoch ({tuned}) with a cosine of its own. MIC has not had this stage yet.
-RETUNE = {"foa": ["--preset", "default", "batch_size=8", "epochs=12", "learning_rate=0.0003", "threads=2",
-                  "workers=1", "init_from={tuned}"]}
+# The tuned runs still improved at their last epochs, so each was tuned once more on the same scenes
+# (DATA_ALL3), from its best epoch ({tuned}) with a cosine of its own.
+RETUNE = ["--preset", "default", "batch_size=8", "epochs=12", "learning_rate=0.0003", "threads=2", "workers=1",
+          "init_from={tuned}"]
 
 
 def seld(*arguments: str) -> None:
@@ -120,13 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         seld("train", "--data", str(most), "--out", str(tuned), "--format", args.format,
              *(a.format(final=run / "best.pt") for a in TUNE))
     seld("train", "--resume", str(tuned))
-    last = tuned
-    if args.format in RETUNE:
-        last = out / f"{args.format}_retuned"
-        if not (last / "last.pt").exists():
-            seld("train", "--data", str(most), "--out", str(last), "--format", args.format,
-                 *(a.format(tuned=tuned / "best.pt") for a in RETUNE[args.format]))
-        seld("train", "--resume", str(last))
+    last = out / f"{args.format}_retuned"
+    if not (last / "last.pt").exists():
+        seld("train", "--data", str(most), "--out", str(last), "--format", args.format,
+             *(a.format(tuned=tuned / "best.pt") for a in RETUNE))
+    seld("train", "--resume", str(last))
     seld("synth", "--out", str(held_out), "--sounds", str(held_out_sounds), *HELD_OUT)
     seld("export", str(last), "--out", str(model))
     print(calibrate_threshold(model, data / f"{args.format}_dev" / "dev-val", data / "metadata_dev" / "dev-val"))
@@ -135,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     scores = score_package(model, test_sets, args.format, out)
     foa_scores = (json.loads((default_model_dir("foa") / "seld.json").read_text())["metrics"]["test"]
                   if args.format == "mic" else None)  # the shipped FOA model, for the MIC card's comparison
-    training = describe_tuning(describe_training(run, foa_run, sounds), tuned)
-    if last != tuned:
-        training = describe_retuning(training, last)
+    training = describe_retuning(describe_tuning(describe_training(run, foa_run, sounds), tuned), last)
     write_card(model, scores, TEST_DESCRIPTIONS, training, foa_scores)
     print(json.dumps(scores, indent=1))
     print(f"recipe: model package in {model}")
@@ -239,7 +235,7 @@ def describe_retuning(training: dict, retuned: Path) -> dict:
 
     config, history, hours = _run_record(retuned)
     total = training["compute_hours"] + hours
-    settings = " ".join(a.format(tuned="TUNED_RUN/best.pt") for a in RETUNE[config["format"]] if "=" in a)
+    settings = " ".join(a.format(tuned="TUNED_RUN/best.pt") for a in RETUNE if "=" in a)
     before = (training["training_description"].replace("Three runs.", "Four runs.", 1)
               .replace("Last, this model's run tuned FINAL_RUN", "Then a run (TUNED_RUN) tuned FINAL_RUN", 1))
     before = re.sub(r"; [0-9.]+ h of training steps in all\.$", ".", before)

@@ -352,7 +352,7 @@ def test_card_adds_the_tuning_run_to_the_training(tmp_path):
 
 
 def test_card_adds_the_second_tuning_run_to_the_training(tmp_path):
-    """FOA's run tuned once more is told last; the total hours move to the end."""
+    """The run tuned once more is told last; the total hours move to the end."""
     from seld.data_prep.recipe import describe_retuning
 
     run = _two_epoch_run(tmp_path / "foa_retuned", 900)
