@@ -9,7 +9,8 @@
 3. training of the `default` causal preset (`seld train`, resumable: rerun the same
    command after an interruption): an FOA run in stages, then the model's own run,
    which starts from the FOA run's weights (so `mic` trains the FOA run too), then that
-   run tuned on 240 more minutes of scenes from a third seed, then tuned once more on them,
+   run tuned on 240 more minutes of scenes from a third seed, then tuned once more on them
+   (FOA: then trained on 240 more minutes from a fourth seed),
 4. export to a model package (`seld export`), the activity threshold calibrated on the
    validation split, and its scores on the dev-test rooms and on an unseen set (new rooms,
    real recordings from other Debian packages) (`seld annotate` + `seld evaluate`).
@@ -79,6 +80,12 @@ TUNE = ["--preset", "default", "batch_size=8", "epochs=10", "learning_rate=0.000
 # (DATA_ALL3), from its best epoch ({tuned}) with a cosine of its own.
 RETUNE = ["--preset", "default", "batch_size=8", "epochs=12", "learning_rate=0.0003", "threads=2", "workers=1",
           "init_from={tuned}"]
+# FOA's retuned run then trained on still more scenes: 240 minutes per format from a fourth seed in 24
+# more rooms (DATA_ALL4 = DATA_ALL3 plus these), from its best epoch ({retuned}). MIC has not had this stage yet.
+FOURTH_SYNTH = ["--format", "both", "--minutes", "240", "--rooms", "24", "--seed", "10", "--procedural-share", "0.5",
+                "--workers", "2"]
+WIDEN = {"foa": ["--preset", "default", "batch_size=8", "epochs=8", "learning_rate=0.0003", "threads=2", "workers=1",
+                 "init_from={retuned}"]}
 
 
 def seld(*arguments: str) -> None:
@@ -125,6 +132,15 @@ def main(argv: list[str] | None = None) -> int:
         seld("train", "--data", str(most), "--out", str(last), "--format", args.format,
              *(a.format(tuned=tuned / "best.pt") for a in RETUNE))
     seld("train", "--resume", str(last))
+    if args.format in WIDEN:
+        seld("synth", "--out", str(out / "data_more10"), "--sounds", str(sounds), *FOURTH_SYNTH)
+        for more in ("data_more", "data_more9", "data_more10"):
+            widest = combine_datasets(data, out / more, out / "data_all4")
+        retuned, last = last, out / f"{args.format}_all4"
+        if not (last / "last.pt").exists():
+            seld("train", "--data", str(widest), "--out", str(last), "--format", args.format,
+                 *(a.format(retuned=retuned / "best.pt") for a in WIDEN[args.format]))
+        seld("train", "--resume", str(last))
     seld("synth", "--out", str(held_out), "--sounds", str(held_out_sounds), *HELD_OUT)
     seld("export", str(last), "--out", str(model))
     print(calibrate_threshold(model, data / f"{args.format}_dev" / "dev-val", data / "metadata_dev" / "dev-val"))
@@ -133,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     scores = score_package(model, test_sets, args.format, out)
     foa_scores = (json.loads((default_model_dir("foa") / "seld.json").read_text())["metrics"]["test"]
                   if args.format == "mic" else None)  # the shipped FOA model, for the MIC card's comparison
-    training = describe_retuning(describe_tuning(describe_training(run, foa_run, sounds), tuned), last)
+    training = describe_retuning(describe_tuning(describe_training(run, foa_run, sounds), tuned),
+                                 retuned if args.format in WIDEN else last)
+    if args.format in WIDEN:
+        training = describe_widening(training, last)
     write_card(model, scores, TEST_DESCRIPTIONS, training, foa_scores)
     print(json.dumps(scores, indent=1))
     print(f"recipe: model package in {model}")
@@ -244,6 +263,25 @@ def describe_retuning(training: dict, retuned: Path) -> dict:
                 f"epochs, {hours:.1f} h, the best by SELD on `dev-val` kept; {total:.1f} h of training steps in all.")
     return {**training, "training_description": before + retuning, "epochs_trained": len(history),
             "compute_hours": round(total, 2)}
+
+
+def describe_widening(training: dict, widened: Path) -> dict:
+    """`training` (describe_retuning's) with the run `widened`, which trained the retuned run on DATA_ALL4, added."""
+    import re
+
+    config, history, hours = _run_record(widened)
+    total = training["compute_hours"] + hours
+    settings = " ".join(a.format(retuned="RETUNED_RUN/best.pt") for a in WIDEN[config["format"]] if "=" in a)
+    data = (f" For this model's last run, `seld synth {' '.join(FOURTH_SYNTH)} --sounds SOUNDS` adds 240 more "
+            f"minutes per format from a fourth seed in 24 more rooms (DATA_ALL4).")
+    before = (training["training_description"].replace("Four runs.", "Five runs.", 1)
+              .replace("Last, this model's run tuned TUNED_RUN once more", "Then a run (RETUNED_RUN) tuned TUNED_RUN once more", 1))
+    before = re.sub(r"; [0-9.]+ h of training steps in all\.$", ".", before)
+    widening = (f" Last, this model's run trained RETUNED_RUN on still more scenes: `seld train --format "
+                f"{config['format']} --preset default {settings}` on DATA_ALL4, from its best epoch: {len(history)} "
+                f"epochs, {hours:.1f} h, the best by SELD on `dev-val` kept; {total:.1f} h of training steps in all.")
+    return {**training, "data_description": training["data_description"] + data,
+            "training_description": before + widening, "epochs_trained": len(history), "compute_hours": round(total, 2)}
 
 
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)

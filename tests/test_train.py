@@ -368,6 +368,25 @@ def test_card_adds_the_second_tuning_run_to_the_training(tmp_path):
     assert description.endswith("6.7 h of training steps in all.") and description.count("in all") == 1
 
 
+def test_card_adds_the_widening_run_to_the_training(tmp_path):
+    """FOA's run on DATA_ALL4 is told last, after the retuned run; its data and hours are added."""
+    from seld.data_prep.recipe import describe_widening
+
+    run = _two_epoch_run(tmp_path / "foa_all4", 1080)
+    before = {"data_description": "Scenes.", "training_description": "Four runs. First A. Then B. Last, this model's "
+              "run tuned TUNED_RUN once more on the same scenes: `x`, 0.8 h; 7.1 h of training steps in all.",
+              "compute_hours": 7.1, "epochs_trained": 12, "device": "2-core CPU", "limits": "synthetic only"}
+    training = describe_widening(before, run)
+    assert training["compute_hours"] == 7.7 and training["epochs_trained"] == 2
+    assert training["data_description"].startswith("Scenes. For this model's last run, `seld synth --format both")
+    assert "--seed 10" in training["data_description"] and "(DATA_ALL4)" in training["data_description"]
+    description = training["training_description"]
+    assert description.startswith("Five runs. First A. Then B. Then a run (RETUNED_RUN) tuned TUNED_RUN once more "
+                                  "on the same scenes: `x`, 0.8 h. Last, this model's run trained RETUNED_RUN")
+    assert "init_from=RETUNED_RUN/best.pt` on DATA_ALL4, from its best epoch: 2 epochs, 0.6 h" in description
+    assert description.endswith("7.7 h of training steps in all.") and description.count("in all") == 1
+
+
 def test_init_from_a_model_package_fine_tunes_an_exported_model(tiny_run, tiny_model_package, tmp_path, capsys):
     """A model package (an exported run, or "foa" / "mic", the shipped ones) starts a run as its run would."""
     from seld.network import SeldNetwork
