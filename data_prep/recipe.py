@@ -248,40 +248,44 @@ def describe_tuning(training: dict, tuned: Path) -> dict:
             "epochs_trained": len(history), "compute_hours": round(total, 2)}
 
 
-def describe_retuning(training: dict, retuned: Path) -> dict:
-    """`training` (describe_tuning's) with the run `retuned`, which tuned the tuned run once more, added."""
+def _add_last_run(training: dict, run: Path, runs: tuple[str, str], last: tuple[str, str], told: str) -> dict:
+    """`training` with `run` told last: the count of runs becomes runs[1], the run that was last is
+    renamed (last[0] -> last[1]) and loses the total hours, which `told` (the new sentence, up to
+    "from its best epoch") ends with instead."""
     import re
 
-    config, history, hours = _run_record(retuned)
+    _, history, hours = _run_record(run)
     total = training["compute_hours"] + hours
-    settings = " ".join(a.format(tuned="TUNED_RUN/best.pt") for a in RETUNE if "=" in a)
-    before = (training["training_description"].replace("Three runs.", "Four runs.", 1)
-              .replace("Last, this model's run tuned FINAL_RUN", "Then a run (TUNED_RUN) tuned FINAL_RUN", 1))
+    before = training["training_description"].replace(runs[0], runs[1], 1).replace(*last, 1)
     before = re.sub(r"; [0-9.]+ h of training steps in all\.$", ".", before)
-    retuning = (f" Last, this model's run tuned TUNED_RUN once more on the same scenes: `seld train --format "
-                f"{config['format']} --preset default {settings}` on DATA_ALL3, from its best epoch: {len(history)} "
-                f"epochs, {hours:.1f} h, the best by SELD on `dev-val` kept; {total:.1f} h of training steps in all.")
-    return {**training, "training_description": before + retuning, "epochs_trained": len(history),
+    sentence = (f" {told}: {len(history)} epochs, {hours:.1f} h, the best by SELD on `dev-val` kept; {total:.1f} h of "
+                f"training steps in all.")
+    return {**training, "training_description": before + sentence, "epochs_trained": len(history),
             "compute_hours": round(total, 2)}
+
+
+def describe_retuning(training: dict, retuned: Path) -> dict:
+    """`training` (describe_tuning's) with the run `retuned`, which tuned the tuned run once more, added."""
+    config = _run_record(retuned)[0]
+    settings = " ".join(a.format(tuned="TUNED_RUN/best.pt") for a in RETUNE if "=" in a)
+    return _add_last_run(training, retuned, ("Three runs.", "Four runs."),
+                         ("Last, this model's run tuned FINAL_RUN", "Then a run (TUNED_RUN) tuned FINAL_RUN"),
+                         f"Last, this model's run tuned TUNED_RUN once more on the same scenes: `seld train --format "
+                         f"{config['format']} --preset default {settings}` on DATA_ALL3, from its best epoch")
 
 
 def describe_widening(training: dict, widened: Path) -> dict:
     """`training` (describe_retuning's) with the run `widened`, which trained the retuned run on DATA_ALL4, added."""
-    import re
-
-    config, history, hours = _run_record(widened)
-    total = training["compute_hours"] + hours
+    config = _run_record(widened)[0]
     settings = " ".join(a.format(retuned="RETUNED_RUN/best.pt") for a in WIDEN[config["format"]] if "=" in a)
     data = (f" For this model's last run, `seld synth {' '.join(FOURTH_SYNTH)} --sounds SOUNDS` adds 240 more "
             f"minutes per format from a fourth seed in 24 more rooms (DATA_ALL4).")
-    before = (training["training_description"].replace("Four runs.", "Five runs.", 1)
-              .replace("Last, this model's run tuned TUNED_RUN once more", "Then a run (RETUNED_RUN) tuned TUNED_RUN once more", 1))
-    before = re.sub(r"; [0-9.]+ h of training steps in all\.$", ".", before)
-    widening = (f" Last, this model's run trained RETUNED_RUN on still more scenes: `seld train --format "
-                f"{config['format']} --preset default {settings}` on DATA_ALL4, from its best epoch: {len(history)} "
-                f"epochs, {hours:.1f} h, the best by SELD on `dev-val` kept; {total:.1f} h of training steps in all.")
-    return {**training, "data_description": training["data_description"] + data,
-            "training_description": before + widening, "epochs_trained": len(history), "compute_hours": round(total, 2)}
+    training = _add_last_run(training, widened, ("Four runs.", "Five runs."),
+                             ("Last, this model's run tuned TUNED_RUN once more",
+                              "Then a run (RETUNED_RUN) tuned TUNED_RUN once more"),
+                             f"Last, this model's run trained RETUNED_RUN on still more scenes: `seld train --format "
+                             f"{config['format']} --preset default {settings}` on DATA_ALL4, from its best epoch")
+    return {**training, "data_description": training["data_description"] + data}
 
 
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
