@@ -127,16 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         seld("train", "--data", str(most), "--out", str(tuned), "--format", args.format,
              *(a.format(final=run / "best.pt") for a in TUNE))
     seld("train", "--resume", str(tuned))
-    last = out / f"{args.format}_retuned"
-    if not (last / "last.pt").exists():
-        seld("train", "--data", str(most), "--out", str(last), "--format", args.format,
+    retuned = last = out / f"{args.format}_retuned"
+    if not (retuned / "last.pt").exists():
+        seld("train", "--data", str(most), "--out", str(retuned), "--format", args.format,
              *(a.format(tuned=tuned / "best.pt") for a in RETUNE))
-    seld("train", "--resume", str(last))
+    seld("train", "--resume", str(retuned))
     if args.format in WIDEN:
         seld("synth", "--out", str(out / "data_more10"), "--sounds", str(sounds), *FOURTH_SYNTH)
+        widest = out / "data_all4"
         for more in ("data_more", "data_more9", "data_more10"):
-            widest = combine_datasets(data, out / more, out / "data_all4")
-        retuned, last = last, out / f"{args.format}_all4"
+            combine_datasets(data, out / more, widest)
+        last = out / f"{args.format}_all4"
         if not (last / "last.pt").exists():
             seld("train", "--data", str(widest), "--out", str(last), "--format", args.format,
                  *(a.format(retuned=retuned / "best.pt") for a in WIDEN[args.format]))
@@ -149,9 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     scores = score_package(model, test_sets, args.format, out)
     foa_scores = (json.loads((default_model_dir("foa") / "seld.json").read_text())["metrics"]["test"]
                   if args.format == "mic" else None)  # the shipped FOA model, for the MIC card's comparison
-    training = describe_retuning(describe_tuning(describe_training(run, foa_run, sounds), tuned),
-                                 retuned if args.format in WIDEN else last)
-    if args.format in WIDEN:
+    training = describe_retuning(describe_tuning(describe_training(run, foa_run, sounds), tuned), retuned)
+    if last != retuned:
         training = describe_widening(training, last)
     write_card(model, scores, TEST_DESCRIPTIONS, training, foa_scores)
     print(json.dumps(scores, indent=1))

@@ -331,14 +331,18 @@ def _two_epoch_run(run, seconds_each):
     return run
 
 
+def _training(description, hours, epochs):
+    """describe_training's dict as the card's later describers receive it."""
+    return {"data_description": "Scenes.", "training_description": description, "compute_hours": hours,
+            "epochs_trained": epochs, "device": "2-core CPU", "limits": "synthetic only"}
+
+
 def test_card_adds_the_tuning_run_to_the_training(tmp_path):
     """The recipe's last run (tuning on more scenes) is told after the runs before it, its hours added."""
     from seld.data_prep.recipe import describe_tuning
 
     run = _two_epoch_run(tmp_path / "foa_tuned", 1800)
-    before = {"data_description": "Scenes.", "training_description": "Two runs. First A. Then this model's run, B. "
-              "Both: AdamW.", "compute_hours": 5.5,
-              "epochs_trained": 15, "device": "2-core CPU", "limits": "synthetic only"}
+    before = _training("Two runs. First A. Then this model's run, B. Both: AdamW.", 5.5, 15)
     training = describe_tuning(before, run)
     assert training["compute_hours"] == 6.5 and training["epochs_trained"] == 2
     assert training["data_description"].startswith("Scenes. Last, `seld synth --format both --minutes 240")
@@ -356,9 +360,8 @@ def test_card_adds_the_second_tuning_run_to_the_training(tmp_path):
     from seld.data_prep.recipe import describe_retuning
 
     run = _two_epoch_run(tmp_path / "foa_retuned", 900)
-    before = {"data_description": "Scenes.", "training_description": "Three runs. First A. Then B. Last, this model's "
-              "run tuned FINAL_RUN: `x` on DATA_ALL3, 0.6 h; 6.2 h of training steps in all.", "compute_hours": 6.2,
-              "epochs_trained": 10, "device": "2-core CPU", "limits": "synthetic only"}
+    before = _training("Three runs. First A. Then B. Last, this model's run tuned FINAL_RUN: `x` on DATA_ALL3, 0.6 h; "
+                       "6.2 h of training steps in all.", 6.2, 10)
     training = describe_retuning(before, run)
     assert training["compute_hours"] == 6.7 and training["epochs_trained"] == 2
     description = training["training_description"]
@@ -373,9 +376,8 @@ def test_card_adds_the_widening_run_to_the_training(tmp_path):
     from seld.data_prep.recipe import describe_widening
 
     run = _two_epoch_run(tmp_path / "foa_all4", 1080)
-    before = {"data_description": "Scenes.", "training_description": "Four runs. First A. Then B. Last, this model's "
-              "run tuned TUNED_RUN once more on the same scenes: `x`, 0.8 h; 7.1 h of training steps in all.",
-              "compute_hours": 7.1, "epochs_trained": 12, "device": "2-core CPU", "limits": "synthetic only"}
+    before = _training("Four runs. First A. Then B. Last, this model's run tuned TUNED_RUN once more on the same "
+                       "scenes: `x`, 0.8 h; 7.1 h of training steps in all.", 7.1, 12)
     training = describe_widening(before, run)
     assert training["compute_hours"] == 7.7 and training["epochs_trained"] == 2
     assert training["data_description"].startswith("Scenes. For this model's last run, `seld synth --format both")
