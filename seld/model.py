@@ -164,8 +164,19 @@ class SelfAttention(nn.Module):
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # [batch, frames, dim] -> [batch, heads, frames, dim/heads]
         return x.unflatten(2, (self.heads, self.head_size)).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None, seen: torch.Tensor | None = None):
-        """x [batch, frames, dim]; cache [batch, W-1, 2 dim] (keys then values); seen [batch]."""
+    def blocked(self, frames: int, seen: torch.Tensor) -> torch.Tensor:
+        """The band path's mask [batch, 1, frames, W-1+frames]: true where query t may not see
+        extended position j (0..W-2+frames), outside its window (t <= j <= t+W-1) or before the
+        stream's start (seen + j < W-1). Every block of one window shares it: CRNN.step makes it once."""
+        j = torch.arange(self.window - 1 + frames, device=seen.device)
+        t = torch.arange(frames, device=seen.device).unsqueeze(1)
+        outside = (j < t) | (j > t + self.window - 1)  # [frames, W-1+frames]
+        return outside | ((seen.reshape(-1, 1, 1, 1) + j.to(seen.dtype)) < self.window - 1)
+
+    def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None, seen: torch.Tensor | None = None,
+                blocked: torch.Tensor | None = None):
+        """x [batch, frames, dim]; cache [batch, W-1, 2 dim] (keys then values); seen [batch] or
+        [batch, 1]; blocked: `blocked(frames, seen)` where the caller has it already."""
         frames, dim = x.shape[1], x.shape[2]
         qkv = self.qkv(x)
         query = self._split(qkv[..., :dim]) / math.sqrt(self.head_size)
@@ -173,14 +184,9 @@ class SelfAttention(nn.Module):
             keys_values = torch.cat([cache, qkv[..., dim:]], dim=1)  # W-1 + frames positions
             cache = keys_values[:, frames:]
             key, value = self._split(keys_values[..., :dim]), self._split(keys_values[..., dim:])
-            # Extended position j (0..W-2+frames) is in query t's window when t <= j <= t+W-1, and
-            # before the stream's start when seen + j < W-1.
             if frames <= self.band_frames:
-                j = torch.arange(self.window - 1 + frames, device=x.device)
-                t = torch.arange(frames, device=x.device).unsqueeze(1)
-                outside = (j < t) | (j > t + self.window - 1)  # [frames, W-1+frames]
-                before_start = (seen.reshape(-1, 1, 1, 1) + j.to(seen.dtype)) < self.window - 1  # [batch, 1, 1, W-1+frames]
-                scores = torch.matmul(query, key.transpose(-1, -2)).masked_fill(outside | before_start, float("-inf"))
+                blocked = self.blocked(frames, seen) if blocked is None else blocked
+                scores = torch.matmul(query, key.transpose(-1, -2)).masked_fill(blocked, float("-inf"))
                 attended = torch.matmul(self.dropout(torch.softmax(scores, dim=-1)), value)
             else:  # one gather of the windows: entries t..t+W-1 for query t
                 window = (torch.arange(frames, device=x.device).unsqueeze(1)
@@ -291,11 +297,12 @@ class CRNN(nn.Module):
         x, hidden = self.gru(x.transpose(1, 2).flatten(2), past["gru"].transpose(0, 1).contiguous())
         new_state.append(hidden.transpose(0, 1))
         if self.config.attention_blocks:
-            seen = past["seen"][:, 0]
+            seen, frames, first = past["seen"], x.shape[1], self.attention[0]  # seen [batch, 1]
+            blocked = first.blocked(frames, seen) if frames <= first.band_frames else None
             for index, block in enumerate(self.attention):
-                x, cache = block(x, past[f"attention{index}"], seen)
+                x, cache = block(x, past[f"attention{index}"], seen, blocked)
                 new_state.append(cache)
-            new_state.append(torch.clamp(seen + x.shape[1], max=self.config.attention_window - 1).unsqueeze(1))
+            new_state.append(torch.clamp(seen + frames, max=self.config.attention_window - 1))
         return self._outputs(x), torch.cat([part.flatten(1) for part in new_state], dim=1)
 
     def _check(self, features: torch.Tensor) -> None:

@@ -43,6 +43,27 @@ def test_check_catches_a_graph_that_disagrees(tiny_run, tmp_path):
         check_graphs(network, tmp_path)
 
 
+@pytest.mark.parametrize("output_format", ["multi_accdoa", "sed_doa"])
+def test_graphs_have_each_heads_two_linear_layers_as_one(output_format):
+    """The heads' linear layers (no activation between) are folded for the graphs: the same
+    outputs, a layer fewer per head; the network itself (its weights file) keeps both."""
+    from seld.export import _linear_pairs_folded
+    from seld.features import FeatureConfig
+    from seld.arrays import array_for_format
+    from seld.model import preset
+    from seld.network import SeldNetwork
+
+    model = preset("tiny", head_size=16, output_format=output_format)
+    network = SeldNetwork(FeatureConfig(), model, array_for_format("foa")).eval()
+    folded = _linear_pairs_folded(network)
+    linear = [sum(isinstance(m, torch.nn.Linear) for m in net.modules()) for net in (network, folded)]
+    heads = sum(isinstance(m, torch.nn.Sequential) for m in network.crnn.modules())
+    assert heads >= 1 and linear[1] == linear[0] - heads
+    audio = 0.1 * torch.randn(2, 4, 24_000)
+    with torch.no_grad():
+        assert torch.allclose(folded(audio), network(audio), atol=1e-5)
+
+
 def test_a_package_re_exports_to_the_same_model(tiny_model_package, tmp_path, seld_cli):
     """`seld export PACKAGE`: graphs made again from its weights; seld.json (bar the check), weights and card
     kept; the new graphs give the old ones' outputs."""
