@@ -80,12 +80,12 @@ TUNE = ["--preset", "default", "batch_size=8", "epochs=10", "learning_rate=0.000
 # (DATA_ALL3), from its best epoch ({tuned}) with a cosine of its own.
 RETUNE = ["--preset", "default", "batch_size=8", "epochs=12", "learning_rate=0.0003", "threads=2", "workers=1",
           "init_from={tuned}"]
-# FOA's retuned run then trained on still more scenes: 240 minutes per format from a fourth seed in 24
-# more rooms (DATA_ALL4 = DATA_ALL3 plus these), from its best epoch ({retuned}). MIC has not had this stage yet.
+# Each retuned run then trained on still more scenes: 240 minutes per format from a fourth seed in 24
+# more rooms (DATA_ALL4 = DATA_ALL3 plus these), from its best epoch ({retuned}).
 FOURTH_SYNTH = ["--format", "both", "--minutes", "240", "--rooms", "24", "--seed", "10", "--procedural-share", "0.5",
                 "--workers", "2"]
-WIDEN = {"foa": ["--preset", "default", "batch_size=8", "epochs=8", "learning_rate=0.0003", "threads=2", "workers=1",
-                 "init_from={retuned}"]}
+WIDEN = ["--preset", "default", "batch_size=8", "epochs=8", "learning_rate=0.0003", "threads=2", "workers=1",
+         "init_from={retuned}"]
 
 
 def seld(*arguments: str) -> None:
@@ -127,23 +127,22 @@ def main(argv: list[str] | None = None) -> int:
         seld("train", "--data", str(most), "--out", str(tuned), "--format", args.format,
              *(a.format(final=run / "best.pt") for a in TUNE))
     seld("train", "--resume", str(tuned))
-    retuned = last = out / f"{args.format}_retuned"
+    retuned = out / f"{args.format}_retuned"
     if not (retuned / "last.pt").exists():
         seld("train", "--data", str(most), "--out", str(retuned), "--format", args.format,
              *(a.format(tuned=tuned / "best.pt") for a in RETUNE))
     seld("train", "--resume", str(retuned))
-    if args.format in WIDEN:
-        seld("synth", "--out", str(out / "data_more10"), "--sounds", str(sounds), *FOURTH_SYNTH)
-        widest = out / "data_all4"
-        for more in ("data_more", "data_more9", "data_more10"):
-            combine_datasets(data, out / more, widest)
-        last = out / f"{args.format}_all4"
-        if not (last / "last.pt").exists():
-            seld("train", "--data", str(widest), "--out", str(last), "--format", args.format,
-                 *(a.format(retuned=retuned / "best.pt") for a in WIDEN[args.format]))
-        seld("train", "--resume", str(last))
+    seld("synth", "--out", str(out / "data_more10"), "--sounds", str(sounds), *FOURTH_SYNTH)
+    widest = out / "data_all4"
+    for more in ("data_more", "data_more9", "data_more10"):
+        combine_datasets(data, out / more, widest)
+    widened = out / f"{args.format}_all4"
+    if not (widened / "last.pt").exists():
+        seld("train", "--data", str(widest), "--out", str(widened), "--format", args.format,
+             *(a.format(retuned=retuned / "best.pt") for a in WIDEN))
+    seld("train", "--resume", str(widened))
     seld("synth", "--out", str(held_out), "--sounds", str(held_out_sounds), *HELD_OUT)
-    seld("export", str(last), "--out", str(model))
+    seld("export", str(widened), "--out", str(model))
     print(calibrate_threshold(model, data / f"{args.format}_dev" / "dev-val", data / "metadata_dev" / "dev-val"))
     test_sets = {"dev-test": (data / f"{args.format}_dev" / "dev-test", data / "metadata_dev" / "dev-test"),
                  "unseen": (held_out / f"{args.format}_dev", held_out / "metadata_dev")}
@@ -151,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     foa_scores = (json.loads((default_model_dir("foa") / "seld.json").read_text())["metrics"]["test"]
                   if args.format == "mic" else None)  # the shipped FOA model, for the MIC card's comparison
     training = describe_retuning(describe_tuning(describe_training(run, foa_run, sounds), tuned), retuned)
-    if last != retuned:
-        training = describe_widening(training, last)
+    training = describe_widening(training, widened)
     write_card(model, scores, TEST_DESCRIPTIONS, training, foa_scores)
     print(json.dumps(scores, indent=1))
     print(f"recipe: model package in {model}")
@@ -277,7 +275,7 @@ def describe_retuning(training: dict, retuned: Path) -> dict:
 def describe_widening(training: dict, widened: Path) -> dict:
     """`training` (describe_retuning's) with the run `widened`, which trained the retuned run on DATA_ALL4, added."""
     config = _run_record(widened)[0]
-    settings = " ".join(a.format(retuned="RETUNED_RUN/best.pt") for a in WIDEN[config["format"]] if "=" in a)
+    settings = " ".join(a.format(retuned="RETUNED_RUN/best.pt") for a in WIDEN if "=" in a)
     data = (f" For this model's last run, `seld synth {' '.join(FOURTH_SYNTH)} --sounds SOUNDS` adds 240 more "
             f"minutes per format from a fourth seed in 24 more rooms (DATA_ALL4).")
     training = _add_last_run(training, widened, ("Four runs.", "Five runs."),
