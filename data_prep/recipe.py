@@ -9,8 +9,8 @@
 3. training of the `default` causal preset (`seld train`, resumable: rerun the same
    command after an interruption): an FOA run in stages, then the model's own run,
    which starts from the FOA run's weights (so `mic` trains the FOA run too), then that
-   run tuned on 240 more minutes of scenes from a third seed, then tuned once more on them
-   (FOA: then trained on 240 more minutes from a fourth seed),
+   run tuned on 240 more minutes of scenes from a third seed, then tuned once more on them,
+   then trained on 240 more minutes from a fourth seed, then from a fifth,
 4. export to a model package (`seld export`), the activity threshold calibrated on the
    validation split, and its scores on the dev-test rooms and on an unseen set (new rooms,
    real recordings from other Debian packages) (`seld annotate` + `seld evaluate`).
@@ -80,12 +80,20 @@ TUNE = ["--preset", "default", "batch_size=8", "epochs=10", "learning_rate=0.000
 # (DATA_ALL3), from its best epoch ({tuned}) with a cosine of its own.
 RETUNE = ["--preset", "default", "batch_size=8", "epochs=12", "learning_rate=0.0003", "threads=2", "workers=1",
           "init_from={tuned}"]
-# Each retuned run then trained on still more scenes: 240 minutes per format from a fourth seed in 24
-# more rooms (DATA_ALL4 = DATA_ALL3 plus these), from its best epoch ({retuned}).
-FOURTH_SYNTH = ["--format", "both", "--minutes", "240", "--rooms", "24", "--seed", "10", "--procedural-share", "0.5",
-                "--workers", "2"]
-WIDEN = ["--preset", "default", "batch_size=8", "epochs=8", "learning_rate=0.0003", "threads=2", "workers=1",
-         "init_from={retuned}"]
+# Each retuned run then trained on still more scenes, one more seed at a time: 240 minutes per
+# format from a fourth seed in 24 more rooms (DATA_ALL4 = DATA_ALL3 plus these), from the retuned
+# run's best epoch ({previous}); then from a fifth (DATA_ALL5), from that run's best epoch. Validation
+# improved at each: more scenes are what these models still lack most.
+WIDER = ((10, ["--preset", "default", "batch_size=8", "epochs=8", "learning_rate=0.0003", "threads=2", "workers=1",
+               "init_from={previous}"]),
+         (11, ["--preset", "default", "batch_size=8", "epochs=6", "learning_rate=0.0003", "threads=2", "workers=1",
+               "init_from={previous}"]))
+FIRST_WIDER_STAGE = 4  # DATA_ALL4: the first, MORE_SYNTH and TUNE_SYNTH scenes are the three before
+
+
+def wider_synth(seed: int) -> list[str]:
+    return ["--format", "both", "--minutes", "240", "--rooms", "24", "--seed", str(seed), "--procedural-share", "0.5",
+            "--workers", "2"]
 
 
 def seld(*arguments: str) -> None:
@@ -132,17 +140,21 @@ def main(argv: list[str] | None = None) -> int:
         seld("train", "--data", str(most), "--out", str(retuned), "--format", args.format,
              *(a.format(tuned=tuned / "best.pt") for a in RETUNE))
     seld("train", "--resume", str(retuned))
-    seld("synth", "--out", str(out / "data_more10"), "--sounds", str(sounds), *FOURTH_SYNTH)
-    widest = out / "data_all4"
-    for more in ("data_more", "data_more9", "data_more10"):
-        combine_datasets(data, out / more, widest)
-    widened = out / f"{args.format}_all4"
-    if not (widened / "last.pt").exists():
-        seld("train", "--data", str(widest), "--out", str(widened), "--format", args.format,
-             *(a.format(retuned=retuned / "best.pt") for a in WIDEN))
-    seld("train", "--resume", str(widened))
+    previous, extra = retuned, ["data_more", "data_more9"]
+    for stage, (seed, settings) in enumerate(WIDER, start=FIRST_WIDER_STAGE):
+        seld("synth", "--out", str(out / f"data_more{seed}"), "--sounds", str(sounds), *wider_synth(seed))
+        extra.append(f"data_more{seed}")
+        wider = out / f"data_all{stage}"
+        for more in extra:
+            combine_datasets(data, out / more, wider)
+        widened = out / f"{args.format}_all{stage}"
+        if not (widened / "last.pt").exists():
+            seld("train", "--data", str(wider), "--out", str(widened), "--format", args.format,
+                 *(a.format(previous=previous / "best.pt") for a in settings))
+        seld("train", "--resume", str(widened))
+        previous = widened
     seld("synth", "--out", str(held_out), "--sounds", str(held_out_sounds), *HELD_OUT)
-    seld("export", str(widened), "--out", str(model))
+    seld("export", str(previous), "--out", str(model))
     print(calibrate_threshold(model, data / f"{args.format}_dev" / "dev-val", data / "metadata_dev" / "dev-val"))
     test_sets = {"dev-test": (data / f"{args.format}_dev" / "dev-test", data / "metadata_dev" / "dev-test"),
                  "unseen": (held_out / f"{args.format}_dev", held_out / "metadata_dev")}
@@ -150,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     foa_scores = (json.loads((default_model_dir("foa") / "seld.json").read_text())["metrics"]["test"]
                   if args.format == "mic" else None)  # the shipped FOA model, for the MIC card's comparison
     training = describe_retuning(describe_tuning(describe_training(run, foa_run, sounds), tuned), retuned)
-    training = describe_widening(training, widened)
+    for stage in range(FIRST_WIDER_STAGE, FIRST_WIDER_STAGE + len(WIDER)):
+        training = describe_widening(training, out / f"{args.format}_all{stage}", stage)
     write_card(model, scores, TEST_DESCRIPTIONS, training, foa_scores)
     print(json.dumps(scores, indent=1))
     print(f"recipe: model package in {model}")
@@ -272,17 +285,32 @@ def describe_retuning(training: dict, retuned: Path) -> dict:
                          f"{config['format']} --preset default {settings}` on DATA_ALL3, from its best epoch")
 
 
-def describe_widening(training: dict, widened: Path) -> dict:
-    """`training` (describe_retuning's) with the run `widened`, which trained the retuned run on DATA_ALL4, added."""
+RUN_COUNTS = ("Four", "Five", "Six", "Seven", "Eight")
+ORDINALS = {4: "fourth", 5: "fifth", 6: "sixth", 7: "seventh"}
+
+
+def _run_name(stage: int) -> str:
+    """The card's name for the run of a stage: RETUNED_RUN before the first wider stage."""
+    return "RETUNED_RUN" if stage < FIRST_WIDER_STAGE else f"ALL{stage}_RUN"
+
+
+def describe_widening(training: dict, widened: Path, stage: int) -> dict:
+    """`training` (describe_retuning's, or describe_widening's of the stage before) with the run
+    `widened`, which trained the previous stage's run on DATA_ALL<stage>, added."""
     config = _run_record(widened)[0]
-    settings = " ".join(a.format(retuned="RETUNED_RUN/best.pt") for a in WIDEN if "=" in a)
-    data = (f" For this model's last run, `seld synth {' '.join(FOURTH_SYNTH)} --sounds SOUNDS` adds 240 more "
-            f"minutes per format from a fourth seed in 24 more rooms (DATA_ALL4).")
-    training = _add_last_run(training, widened, ("Four runs.", "Five runs."),
-                             ("Last, this model's run tuned TUNED_RUN once more",
-                              "Then a run (RETUNED_RUN) tuned TUNED_RUN once more"),
-                             f"Last, this model's run trained RETUNED_RUN on still more scenes: `seld train --format "
-                             f"{config['format']} --preset default {settings}` on DATA_ALL4, from its best epoch")
+    seed, arguments = WIDER[stage - FIRST_WIDER_STAGE]
+    start = _run_name(stage - 1)
+    settings = " ".join(a.format(previous=f"{start}/best.pt") for a in arguments if "=" in a)
+    data = (f" Then `seld synth {' '.join(wider_synth(seed))} --sounds SOUNDS` adds 240 more minutes per format from "
+            f"a {ORDINALS[stage]} seed in 24 more rooms (DATA_ALL{stage}).")
+    runs = stage - FIRST_WIDER_STAGE
+    last = (("Last, this model's run tuned TUNED_RUN once more", "Then a run (RETUNED_RUN) tuned TUNED_RUN once more")
+            if stage == FIRST_WIDER_STAGE else
+            (f"Last, this model's run trained {_run_name(stage - 2)}",
+             f"Then a run ({start}) trained {_run_name(stage - 2)}"))
+    training = _add_last_run(training, widened, (f"{RUN_COUNTS[runs]} runs.", f"{RUN_COUNTS[runs + 1]} runs."), last,
+                             f"Last, this model's run trained {start} on still more scenes: `seld train --format "
+                             f"{config['format']} --preset default {settings}` on DATA_ALL{stage}, from its best epoch")
     return {**training, "data_description": training["data_description"] + data}
 
 

@@ -371,22 +371,35 @@ def test_card_adds_the_second_tuning_run_to_the_training(tmp_path):
     assert description.endswith("6.7 h of training steps in all.") and description.count("in all") == 1
 
 
-def test_card_adds_the_widening_run_to_the_training(tmp_path):
-    """FOA's run on DATA_ALL4 is told last, after the retuned run; its data and hours are added."""
+def test_card_adds_the_widening_runs_to_the_training(tmp_path):
+    """The runs on DATA_ALL4 and DATA_ALL5 are told last, one after the other, each from the run
+    before it; their data and hours are added."""
     from seld.data_prep.recipe import describe_widening
 
-    run = _two_epoch_run(tmp_path / "foa_all4", 1080)
     before = _training("Four runs. First A. Then B. Last, this model's run tuned TUNED_RUN once more on the same "
                        "scenes: `x`, 0.8 h; 7.1 h of training steps in all.", 7.1, 12)
-    training = describe_widening(before, run)
+    training = describe_widening(before, _two_epoch_run(tmp_path / "foa_all4", 1080), 4)
     assert training["compute_hours"] == 7.7 and training["epochs_trained"] == 2
-    assert training["data_description"].startswith("Scenes. For this model's last run, `seld synth --format both")
+    assert training["data_description"].startswith("Scenes. Then `seld synth --format both")
     assert "--seed 10" in training["data_description"] and "(DATA_ALL4)" in training["data_description"]
     description = training["training_description"]
     assert description.startswith("Five runs. First A. Then B. Then a run (RETUNED_RUN) tuned TUNED_RUN once more "
                                   "on the same scenes: `x`, 0.8 h. Last, this model's run trained RETUNED_RUN")
     assert "init_from=RETUNED_RUN/best.pt` on DATA_ALL4, from its best epoch: 2 epochs, 0.6 h" in description
     assert description.endswith("7.7 h of training steps in all.") and description.count("in all") == 1
+
+    training = describe_widening(training, _two_epoch_run(tmp_path / "foa_all5", 900), 5)
+    assert training["compute_hours"] == 8.2
+    assert "--seed 11" in training["data_description"] and training["data_description"].endswith(
+        "from a fifth seed in 24 more rooms (DATA_ALL5).")
+    description = training["training_description"]
+    assert description.startswith("Six runs. First A. Then B. Then a run (RETUNED_RUN) tuned TUNED_RUN once more")
+    assert ("Then a run (ALL4_RUN) trained RETUNED_RUN on still more scenes: `seld train --format foa --preset default "
+            "batch_size=8 epochs=8") in description
+    assert ("on DATA_ALL4, from its best epoch: 2 epochs, 0.6 h, the best by SELD on `dev-val` kept. Last, this "
+            "model's run trained ALL4_RUN") in description
+    assert "init_from=ALL4_RUN/best.pt` on DATA_ALL5, from its best epoch: 2 epochs, 0.5 h" in description
+    assert description.endswith("8.2 h of training steps in all.") and description.count("in all") == 1
 
 
 def test_init_from_a_model_package_fine_tunes_an_exported_model(tiny_run, tiny_model_package, tmp_path, capsys):
