@@ -9,8 +9,8 @@
 3. training of the `default` causal preset (`seld train`, resumable: rerun the same
    command after an interruption): an FOA run in stages, then the model's own run,
    which starts from the FOA run's weights (so `mic` trains the FOA run too), then that
-   run tuned on 240 more minutes of scenes from a third seed, then tuned once more on them
-   (FOA: then trained on 240 more minutes from a fourth seed),
+   run tuned on 240 more minutes of scenes from a third seed, then tuned once more on them,
+   then trained on 240 more minutes from a fourth seed,
 4. export to a model package (`seld export`), the activity threshold calibrated on the
    validation split, and its scores on the dev-test rooms and on an unseen set (new rooms,
    real recordings from other Debian packages) (`seld annotate` + `seld evaluate`).
