@@ -89,7 +89,7 @@ def _linear_pairs_folded(network: SeldNetwork) -> SeldNetwork:
 
 
 def export_graphs(network: SeldNetwork, folder: Path) -> None:
-    network = _linear_pairs_folded(network).eval()
+    network = _linear_pairs_folded(network.eval())  # eval first: the checks run the network as given
     channels, bins = network.num_channels, network.front_end.config.num_bins
     real = torch.zeros(1, channels, 10, bins)
     spectrum_axes = {0: "batch", 2: "frames"}
