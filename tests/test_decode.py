@@ -149,12 +149,19 @@ def test_tracker_bridges_short_gaps_and_splits_jumps():
 
 
 def test_tracker_without_frame_history_gives_the_same_tracks_in_flat_memory():
+    """A live stream's tracker: the same track ids, memory flat, and no event summaries (none wanted)."""
     full, flat = EventTracker(), EventTracker(keep_frames=False)
+    ended_in_full = 0
     for frame in range(2000):  # an event that never ends, beside one that comes and goes
         detections = [detection(frame, 1, 40.0 + (frame % 7)), detection(frame, 1, -100.0)][: 1 + (frame // 50) % 2]
-        assert [d.track for d in flat.update(frame, detections)[0]] == [d.track for d in full.update(frame, detections)[0]]
+        (flat_tracked, flat_ended), (full_tracked, full_ended) = flat.update(frame, detections), full.update(frame, detections)
+        assert [d.track for d in flat_tracked] == [d.track for d in full_tracked]
+        assert flat_ended == []
+        ended_in_full += len(full_ended)
+    assert ended_in_full == 19  # the event that comes and goes, ended 19 times
     assert max(len(track.frames) for track in flat._open) == 1
     assert max(len(track.frames) for track in full._open) == 2000
+    assert flat.flush() == [] and len(full.flush()) == 2
 
 
 def test_frame_json_for_live_output():
