@@ -232,8 +232,9 @@ class EventTracker:
     holds, so they stay small and are reused after an event ends.
 
     Feed frames in increasing order with ``update``; it returns the frame's detections
-    with their track ids and the events that ended (with ``keep_frames``). ``flush`` ends the rest. Plain Python
-    floats: on the few detections of a frame, small numpy arrays cost more than the math.
+    with their track ids and (with ``keep_frames``) the events that ended. ``flush`` ends
+    the rest. Plain Python floats: on the few detections of a frame, small numpy arrays
+    cost more than the math.
     """
 
     def __init__(self, max_step_deg: float = 30.0, max_gap_frames: int = 2, hop_s: float = LABEL_HOP_S,
@@ -278,7 +279,7 @@ class EventTracker:
                 else:
                     track.frames = [detection]
                 tracked.append(detection)
-        return tracked, [self._event(t) for t in ended] if ended and self.keep_frames else []
+        return tracked, [self._event(t) for t in ended] if self.keep_frames else []
 
     def flush(self) -> list[dict]:
         ended, self._open = self._open, []
