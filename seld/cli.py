@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="field=value", help="config overrides, e.g. epochs=1 model.causal=false")
 
     p = sub.add_parser("export", help="export a trained run to an ONNX model package")
-    p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT",
-                   help="run directory or checkpoint file; or a model package, to re-export its graphs")
+    p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT", nargs="+",
+                   help="run directory or checkpoint file (several checkpoints of one network: their weights "
+                        "averaged); or a model package, to re-export its graphs")
     p.add_argument("--out", required=True, help="model package folder to write")
 
     p = sub.add_parser("annotate", help="annotate audio files: DCASE CSV, events JSON, plots")

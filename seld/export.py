@@ -32,7 +32,7 @@ from seld.audio import HOP, LABEL_HOP
 from seld.engine import FORMAT_VERSION
 from seld.model import SelfAttention
 from seld.network import SeldNetwork
-from seld.train import TrainConfig, load_checkpoint, network_from_checkpoint, read_package
+from seld.train import TrainConfig, average_checkpoints, load_checkpoint, network_from_checkpoint, read_package
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +172,10 @@ def package_info(network: SeldNetwork, config: TrainConfig, checkpoint: dict, na
         "state_size": network.state_size,
         "model": config.model.to_dict(),
         "training": {"data": config.data, "epochs_trained": int(checkpoint.get("epoch", -1)) + 1,
-                     "preset": config.preset, "seed": config.seed},
-        "metrics": {"validation_best_epoch": best},
+                     "preset": config.preset, "seed": config.seed,
+                     **({"averaged_epochs": checkpoint["averaged_epochs"]} if "averaged_epochs" in checkpoint else {})},
+        # an average's validation was never measured: no epoch's figures stand for it
+        "metrics": {"validation_best_epoch": {} if "averaged_epochs" in checkpoint else best},
     }
 
 
@@ -192,6 +194,8 @@ def model_card(info: dict) -> str:
         f"- data: `{info['training']['data']}`",
         f"- preset: {info['training']['preset']}, epochs: {info['training']['epochs_trained']}, "
         f"seed: {info['training']['seed']}",
+        *([f"- weights: the mean of epochs {', '.join(map(str, info['training']['averaged_epochs']))}"]
+          if "averaged_epochs" in info["training"] else []),
         "",
         "## Metrics (validation split, DCASE 2024, macro)",
         "",
@@ -221,19 +225,23 @@ def _read_package(folder: Path) -> tuple[SeldNetwork, dict, dict, str | None]:
     return network, info, config, card
 
 
-def export_package(source: str | Path, out_dir: str | Path, name: str | None = None) -> dict:
-    """Export a run (or a checkpoint) into `out_dir`, whole or not at all; or re-export a model
-    package (its graphs made again by this seld from its weights; seld.json and card kept).
-    Returns the check figures."""
+def export_package(source: str | Path | list, out_dir: str | Path, name: str | None = None) -> dict:
+    """Export a run (or a checkpoint; several checkpoints of one network: their average, see
+    `average_checkpoints`) into `out_dir`, whole or not at all; or re-export a model package (its
+    graphs made again by this seld from its weights; seld.json and card kept). Returns the check
+    figures."""
     from safetensors.torch import save_file
 
-    source, out_dir = Path(source), Path(out_dir)
-    if (source / "seld.json").is_file():
+    sources = [Path(path) for path in (source if isinstance(source, list) else [source])]
+    source, out_dir = sources[0], Path(out_dir)
+    if len(sources) == 1 and (source / "seld.json").is_file():
         network, info, training_config, card = _read_package(source)
         if name:
             info["name"] = name
     else:
-        checkpoint = load_checkpoint(source)
+        if any((path / "seld.json").is_file() for path in sources):
+            raise SeldError("seld export: only checkpoints can be averaged, not model packages")
+        checkpoint = load_checkpoint(source) if len(sources) == 1 else average_checkpoints(sources)
         network, config = network_from_checkpoint(checkpoint)
         info, training_config, card = package_info(network, config, checkpoint, name or out_dir.name), checkpoint["config"], None
     out_dir.parent.mkdir(parents=True, exist_ok=True)

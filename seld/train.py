@@ -169,6 +169,33 @@ def load_checkpoint(path: str | Path) -> dict:
         raise SeldError(f"{path}: not a readable seld checkpoint ({type(error).__name__})") from None
 
 
+_SAME_NETWORK = ("format", "classes", "features", "model")
+
+
+def average_checkpoints(paths: list[str | Path]) -> dict:
+    """Checkpoints of one network (epochs of a run, or runs fine-tuned from one another) as one:
+    each weight the mean of theirs, a checkpoint "soup" (Wortsman et al. 2022). Batch-norm
+    statistics and the normalization are averaged too; counters come from the latest checkpoint,
+    as do its config and history. Epochs of one run sit in one basin, so their mean is a network
+    of its own, often better than each, most of all on data unlike the training data."""
+    checkpoints = [load_checkpoint(path) for path in paths]
+    first = checkpoints[0]
+    for path, checkpoint in zip(paths[1:], checkpoints[1:]):
+        differing = [key for key in _SAME_NETWORK if checkpoint["config"].get(key) != first["config"].get(key)]
+        if differing or checkpoint["model"].keys() != first["model"].keys():
+            raise SeldError(f"{path}: cannot be averaged with {paths[0]}: another network "
+                            f"({', '.join(differing) or 'its weights'} differ)")
+    latest = max(checkpoints, key=lambda checkpoint: checkpoint.get("epoch", -1))
+    weights = {}
+    for name, value in latest["model"].items():
+        if value.is_floating_point():
+            weights[name] = torch.stack([c["model"][name].double() for c in checkpoints]).mean(0).to(value.dtype)
+        else:
+            weights[name] = value
+    epochs = [int(checkpoint.get("epoch", -1)) + 1 for checkpoint in checkpoints]
+    return {**{k: v for k, v in latest.items() if k != "optimizer"}, "model": weights, "averaged_epochs": epochs}
+
+
 def load_initial_weights(source: str) -> dict:
     """What `init_from` names, as a checkpoint for warm_start: a run, a checkpoint file, a model
     package (its seld.json and weights.safetensors: fine-tune an exported model on new data), or

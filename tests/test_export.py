@@ -81,6 +81,43 @@ def test_a_package_re_exports_to_the_same_model(tiny_model_package, tmp_path, se
     assert np.abs(outputs[0] - outputs[1]).max() <= 1e-4
 
 
+def test_several_checkpoints_export_as_their_average(tiny_run, tmp_path, seld_cli):
+    """`seld export A.pt B.pt`: the package's weights are the mean of theirs, weight by weight
+    (counters and config from the later epoch); the package says which epochs it averages."""
+    from safetensors.torch import load_file
+
+    from seld.train import load_checkpoint
+
+    later = load_checkpoint(tiny_run / "last.pt")
+    earlier = {**later, "epoch": later["epoch"] - 1,
+               "model": {k: v + 0.5 if v.is_floating_point() else v - 1 for k, v in later["model"].items()}}
+    torch.save(earlier, tmp_path / "earlier.pt")
+    result = seld_cli("export", tmp_path / "earlier.pt", tiny_run / "last.pt", "--out", tmp_path / "soup")
+    assert result.returncode == 0, result.stderr
+    weights = load_file(tmp_path / "soup" / "weights.safetensors")
+    for name, value in later["model"].items():
+        expected = value + 0.25 if value.is_floating_point() else value
+        assert torch.allclose(weights[name], expected, atol=1e-6), name
+    info = json.loads((tmp_path / "soup" / "seld.json").read_text())
+    assert info["training"]["averaged_epochs"] == [later["epoch"], later["epoch"] + 1]
+    assert info["training"]["epochs_trained"] == later["epoch"] + 1
+    assert "the mean of epochs" in (tmp_path / "soup" / "README.md").read_text()
+
+
+def test_checkpoints_of_other_networks_are_not_averaged(tiny_run, tiny_model_package, tmp_path, seld_cli):
+    from seld.train import load_checkpoint
+
+    other = load_checkpoint(tiny_run / "last.pt")
+    other["config"] = {**other["config"], "classes": list(other["config"]["classes"])[::-1]}
+    torch.save(other, tmp_path / "other.pt")
+    result = seld_cli("export", tiny_run / "last.pt", tmp_path / "other.pt", "--out", tmp_path / "soup")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "other.pt: cannot be averaged with" in result.stderr and "(classes differ)" in result.stderr
+    result = seld_cli("export", tiny_run / "last.pt", tiny_model_package, "--out", tmp_path / "soup")
+    assert result.returncode != 0 and "only checkpoints can be averaged" in result.stderr
+    assert not (tmp_path / "soup").exists()
+
+
 def test_re_export_of_a_broken_package(tmp_path, tiny_model_package, seld_cli):
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -372,8 +372,8 @@ def test_card_adds_the_second_tuning_run_to_the_training(tmp_path):
 
 
 def test_card_adds_the_widening_runs_to_the_training(tmp_path):
-    """The runs on DATA_ALL4 and DATA_ALL5 are told last, one after the other, each from the run
-    before it; their data and hours are added."""
+    """The runs on DATA_ALL4, DATA_ALL5 and DATA_ALL6 are told last, one after the other, each from
+    the run before it; their data and hours are added."""
     from seld.data_prep.recipe import describe_widening
 
     before = _training("Four runs. First A. Then B. Last, this model's run tuned TUNED_RUN once more on the same "
@@ -400,6 +400,27 @@ def test_card_adds_the_widening_runs_to_the_training(tmp_path):
             "model's run trained ALL4_RUN") in description
     assert "init_from=ALL4_RUN/best.pt` on DATA_ALL5, from its best epoch: 2 epochs, 0.5 h" in description
     assert description.endswith("8.2 h of training steps in all.") and description.count("in all") == 1
+
+    training = describe_widening(training, _two_epoch_run(tmp_path / "foa_all6", 900), 6)
+    assert "--seed 12" in training["data_description"] and training["data_description"].endswith(
+        "from a sixth seed in 24 more rooms (DATA_ALL6).")
+    description = training["training_description"]
+    assert description.startswith("Seven runs. First A.") and "Then a run (ALL5_RUN) trained ALL4_RUN" in description
+    assert ("init_from=ALL5_RUN/best.pt` on DATA_ALL6, from its best epoch: 2 epochs, 0.5 h, the best by SELD on "
+            "`dev-val` kept; 8.7 h of training steps in all.") in description
+    assert "epochs=5 learning_rate=0.0003 threads=1" in description
+
+
+def test_card_tells_which_epochs_the_weights_average(tmp_path):
+    from seld.data_prep.recipe import describe_averaging
+
+    before = _training("Seven runs. First A; 8.7 h in all.", 8.7, 5)
+    for epochs, told in (([5, 2], "This package's weights are the mean of those of that last run's best and last "
+                                  "epochs (epochs 2 and 5; `seld export RUN/best.pt RUN/last.pt`)."),
+                         ([5, 5], "Its best epoch was its last (5): this package's weights are that epoch's.")):
+        (tmp_path / "seld.json").write_text(json.dumps({"training": {"averaged_epochs": epochs}}))
+        training = describe_averaging(before, tmp_path)
+        assert training["training_description"] == "Seven runs. First A; 8.7 h in all. " + told
 
 
 def test_init_from_a_model_package_fine_tunes_an_exported_model(tiny_run, tiny_model_package, tmp_path, capsys):
