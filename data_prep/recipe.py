@@ -323,10 +323,12 @@ def describe_widening(training: dict, widened: Path, stage: int) -> dict:
 
 def describe_averaging(training: dict, model: Path) -> dict:
     """`training` with the sentence on the package's weights: the mean of the last run's epochs."""
-    epochs = sorted(set(json.loads((model / "seld.json").read_text())["training"]["averaged_epochs"]))
-    sentence = (f" This package's weights are the mean of those of that last run's best and last epochs (epochs "
+    training_record = json.loads((model / "seld.json").read_text())["training"]
+    epochs = training_record.get("averaged_epochs") or [training_record["epochs_trained"]]
+    sentence = (f" This package's weights are the mean of that last run's best and last epochs' weights (epochs "
                 f"{' and '.join(map(str, epochs))}; `seld export RUN/best.pt RUN/last.pt`)." if len(epochs) > 1 else
-                f" Its best epoch was its last ({epochs[0]}): this package's weights are that epoch's.")
+                f" That last run's best epoch was its last (epoch {epochs[0]}): this package's weights are that "
+                f"epoch's.")
     return {**training, "training_description": training["training_description"] + sentence}
 
 

@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -225,22 +226,23 @@ def _read_package(folder: Path) -> tuple[SeldNetwork, dict, dict, str | None]:
     return network, info, config, card
 
 
-def export_package(source: str | Path | list, out_dir: str | Path, name: str | None = None) -> dict:
-    """Export a run (or a checkpoint; several checkpoints of one network: their average, see
+def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Path, name: str | None = None) -> dict:
+    """Export a run (or a checkpoint; several epochs of one run: their average, see
     `average_checkpoints`) into `out_dir`, whole or not at all; or re-export a model package (its
     graphs made again by this seld from its weights; seld.json and card kept). Returns the check
     figures."""
     from safetensors.torch import save_file
 
-    sources = [Path(path) for path in (source if isinstance(source, list) else [source])]
+    sources = [Path(source)] if isinstance(source, (str, Path)) else [Path(path) for path in source]
     source, out_dir = sources[0], Path(out_dir)
     if len(sources) == 1 and (source / "seld.json").is_file():
         network, info, training_config, card = _read_package(source)
         if name:
             info["name"] = name
     else:
-        if any((path / "seld.json").is_file() for path in sources):
-            raise SeldError("seld export: only checkpoints can be averaged, not model packages")
+        for path in sources:
+            if (path / "seld.json").is_file():
+                raise SeldError(f"{path}: a model package; only checkpoints can be averaged")
         checkpoint = load_checkpoint(source) if len(sources) == 1 else average_checkpoints(sources)
         network, config = network_from_checkpoint(checkpoint)
         info, training_config, card = package_info(network, config, checkpoint, name or out_dir.name), checkpoint["config"], None

@@ -169,31 +169,46 @@ def load_checkpoint(path: str | Path) -> dict:
         raise SeldError(f"{path}: not a readable seld checkpoint ({type(error).__name__})") from None
 
 
-_SAME_NETWORK = ("format", "classes", "features", "model")
+# What makes checkpoints epochs of one run: the same network, trained on the same data.
+_SAME_RUN = ("format", "classes", "features", "model", "data")
 
 
 def average_checkpoints(paths: list[str | Path]) -> dict:
-    """Checkpoints of one network (epochs of a run, or runs fine-tuned from one another) as one:
-    each weight the mean of theirs, a checkpoint "soup" (Wortsman et al. 2022). Batch-norm
-    statistics and the normalization are averaged too; counters come from the latest checkpoint,
-    as do its config and history. Epochs of one run sit in one basin, so their mean is a network
-    of its own, often better than each, most of all on data unlike the training data."""
-    checkpoints = [load_checkpoint(path) for path in paths]
-    first = checkpoints[0]
-    for path, checkpoint in zip(paths[1:], checkpoints[1:]):
-        differing = [key for key in _SAME_NETWORK if checkpoint["config"].get(key) != first["config"].get(key)]
-        if differing or checkpoint["model"].keys() != first["model"].keys():
-            raise SeldError(f"{path}: cannot be averaged with {paths[0]}: another network "
-                            f"({', '.join(differing) or 'its weights'} differ)")
-    latest = max(checkpoints, key=lambda checkpoint: checkpoint.get("epoch", -1))
+    """Epochs of one run as one checkpoint: each weight the mean of theirs, a checkpoint "soup"
+    (Wortsman et al. 2022). Epochs of one run sit in one basin, so their mean is a network of its
+    own, often better than each, most of all on data unlike the training data. Batch-norm
+    statistics are averaged too (the usual approximation); counters, config and history come from
+    the latest epoch. Checkpoints of one epoch count once (best.pt is last.pt when the last epoch
+    was the best): one epoch alone is returned as it is."""
+    by_epoch: dict[int, dict] = {}
+    for path in paths:
+        checkpoint = load_checkpoint(path)
+        if by_epoch:
+            _check_same_run(path, paths[0], checkpoint, next(iter(by_epoch.values())))
+        by_epoch.setdefault(int(checkpoint.get("epoch", -1)) + 1, checkpoint)
+    latest = by_epoch[max(by_epoch)]
+    if len(by_epoch) == 1:
+        return latest
     weights = {}
     for name, value in latest["model"].items():
         if value.is_floating_point():
-            weights[name] = torch.stack([c["model"][name].double() for c in checkpoints]).mean(0).to(value.dtype)
+            weights[name] = torch.stack([c["model"][name].double() for c in by_epoch.values()]).mean(0).to(value.dtype)
         else:
             weights[name] = value
-    epochs = [int(checkpoint.get("epoch", -1)) + 1 for checkpoint in checkpoints]
-    return {**{k: v for k, v in latest.items() if k != "optimizer"}, "model": weights, "averaged_epochs": epochs}
+    return {**{k: v for k, v in latest.items() if k != "optimizer"}, "model": weights,
+            "averaged_epochs": sorted(by_epoch)}
+
+
+def _check_same_run(path: str | Path, first_path: str | Path, checkpoint: dict, first: dict) -> None:
+    differing = [key for key in _SAME_RUN if checkpoint["config"].get(key) != first["config"].get(key)]
+    if checkpoint["model"].keys() != first["model"].keys():
+        differing.append("weights")
+    elif any(not torch.equal(value, first["model"][name]) for name, value in checkpoint["model"].items()
+             if name.startswith("normalization")):
+        differing.append("normalization")
+    if differing:
+        raise SeldError(f"{path}: not an epoch of the run of {first_path}, cannot be averaged with it "
+                        f"({', '.join(differing)} differ)")
 
 
 def load_initial_weights(source: str) -> dict:

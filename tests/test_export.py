@@ -83,38 +83,60 @@ def test_a_package_re_exports_to_the_same_model(tiny_model_package, tmp_path, se
 
 def test_several_checkpoints_export_as_their_average(tiny_run, tmp_path, seld_cli):
     """`seld export A.pt B.pt`: the package's weights are the mean of theirs, weight by weight
-    (counters and config from the later epoch); the package says which epochs it averages."""
+    (counters and history from the later epoch, whichever comes first); the package says which
+    epochs it averages."""
     from safetensors.torch import load_file
 
     from seld.train import load_checkpoint
 
     later = load_checkpoint(tiny_run / "last.pt")
-    earlier = {**later, "epoch": later["epoch"] - 1,
-               "model": {k: v + 0.5 if v.is_floating_point() else v - 1 for k, v in later["model"].items()}}
+    earlier = {**later, "epoch": later["epoch"] - 1, "history": later["history"][:-1],
+               "model": {k: v - 1 if not v.is_floating_point() else v if k.startswith("normalization") else v + 0.5
+                         for k, v in later["model"].items()}}
     torch.save(earlier, tmp_path / "earlier.pt")
-    result = seld_cli("export", tmp_path / "earlier.pt", tiny_run / "last.pt", "--out", tmp_path / "soup")
+    result = seld_cli("export", tiny_run / "last.pt", tmp_path / "earlier.pt", "--out", tmp_path / "soup")
     assert result.returncode == 0, result.stderr
     weights = load_file(tmp_path / "soup" / "weights.safetensors")
     for name, value in later["model"].items():
-        expected = value + 0.25 if value.is_floating_point() else value
-        assert torch.allclose(weights[name], expected, atol=1e-6), name
+        moved = value.is_floating_point() and not name.startswith("normalization")
+        assert torch.allclose(weights[name], value + 0.25 if moved else value, atol=1e-6), name
     info = json.loads((tmp_path / "soup" / "seld.json").read_text())
     assert info["training"]["averaged_epochs"] == [later["epoch"], later["epoch"] + 1]
     assert info["training"]["epochs_trained"] == later["epoch"] + 1
+    assert info["metrics"]["validation_best_epoch"] == {}  # no epoch's figures are the average's
     assert "the mean of epochs" in (tmp_path / "soup" / "README.md").read_text()
 
 
-def test_checkpoints_of_other_networks_are_not_averaged(tiny_run, tiny_model_package, tmp_path, seld_cli):
+def test_one_epoch_twice_exports_as_that_epoch(tiny_run, tmp_path, seld_cli):
+    """best.pt and last.pt of a run whose last epoch was its best: that checkpoint, as it is."""
+    shutil.copyfile(tiny_run / "last.pt", tmp_path / "best.pt")
+    for sources, out in (([tiny_run / "last.pt"], "one"), ([tmp_path / "best.pt", tiny_run / "last.pt"], "twice")):
+        result = seld_cli("export", *sources, "--out", tmp_path / out)
+        assert result.returncode == 0, result.stderr
+    one, twice = (json.loads((tmp_path / out / "seld.json").read_text()) for out in ("one", "twice"))
+    assert {**one, "name": None, "export_check": None} == {**twice, "name": None, "export_check": None}
+    assert "averaged_epochs" not in twice["training"] and twice["metrics"]["validation_best_epoch"]
+    weights = [(tmp_path / out / "weights.safetensors").read_bytes() for out in ("one", "twice")]
+    assert weights[0] == weights[1]
+
+
+def test_only_epochs_of_one_run_are_averaged(tiny_run, tiny_model_package, tmp_path, seld_cli):
+    """Another network, other data, another normalization (a run fine-tuned from this one) or a
+    model package: a one-line error naming the file, nothing written."""
     from seld.train import load_checkpoint
 
-    other = load_checkpoint(tiny_run / "last.pt")
-    other["config"] = {**other["config"], "classes": list(other["config"]["classes"])[::-1]}
-    torch.save(other, tmp_path / "other.pt")
-    result = seld_cli("export", tiny_run / "last.pt", tmp_path / "other.pt", "--out", tmp_path / "soup")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "other.pt: cannot be averaged with" in result.stderr and "(classes differ)" in result.stderr
+    last = load_checkpoint(tiny_run / "last.pt")
+    others = {"classes": {**last, "config": {**last["config"], "classes": list(last["config"]["classes"])[::-1]}},
+              "data": {**last, "config": {**last["config"], "data": "other_data"}},
+              "normalization": {**last, "model": {**last["model"],
+                                                  "normalization_mean": last["model"]["normalization_mean"] + 1}}}
+    for differing, checkpoint in others.items():
+        torch.save({**checkpoint, "epoch": last["epoch"] - 1}, tmp_path / "other.pt")
+        result = seld_cli("export", tiny_run / "last.pt", tmp_path / "other.pt", "--out", tmp_path / "soup")
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+        assert "other.pt: not an epoch of the run of" in result.stderr and f"({differing} differ)" in result.stderr
     result = seld_cli("export", tiny_run / "last.pt", tiny_model_package, "--out", tmp_path / "soup")
-    assert result.returncode != 0 and "only checkpoints can be averaged" in result.stderr
+    assert result.returncode != 0 and f"{tiny_model_package}: a model package" in result.stderr
     assert not (tmp_path / "soup").exists()
 
 

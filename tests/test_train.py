@@ -415,10 +415,12 @@ def test_card_tells_which_epochs_the_weights_average(tmp_path):
     from seld.data_prep.recipe import describe_averaging
 
     before = _training("Seven runs. First A; 8.7 h in all.", 8.7, 5)
-    for epochs, told in (([5, 2], "This package's weights are the mean of those of that last run's best and last "
-                                  "epochs (epochs 2 and 5; `seld export RUN/best.pt RUN/last.pt`)."),
-                         ([5, 5], "Its best epoch was its last (5): this package's weights are that epoch's.")):
-        (tmp_path / "seld.json").write_text(json.dumps({"training": {"averaged_epochs": epochs}}))
+    for record, told in (({"averaged_epochs": [2, 5], "epochs_trained": 5},
+                          "This package's weights are the mean of that last run's best and last epochs' weights "
+                          "(epochs 2 and 5; `seld export RUN/best.pt RUN/last.pt`)."),
+                         ({"epochs_trained": 5},
+                          "That last run's best epoch was its last (epoch 5): this package's weights are that epoch's.")):
+        (tmp_path / "seld.json").write_text(json.dumps({"training": record}))
         training = describe_averaging(before, tmp_path)
         assert training["training_description"] == "Seven runs. First A; 8.7 h in all. " + told
 
