@@ -153,6 +153,7 @@ def check_graphs(network: SeldNetwork, folder: Path, seconds: float = 3.0, seed:
 def package_info(network: SeldNetwork, config: TrainConfig, checkpoint: dict, name: str) -> dict:
     history = checkpoint.get("history") or []
     best = min(history, key=lambda row: row.get("SELD", float("inf"))) if history else {}
+    averaged = {"averaged_epochs": checkpoint["averaged_epochs"]} if "averaged_epochs" in checkpoint else {}
     return {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -173,10 +174,9 @@ def package_info(network: SeldNetwork, config: TrainConfig, checkpoint: dict, na
         "state_size": network.state_size,
         "model": config.model.to_dict(),
         "training": {"data": config.data, "epochs_trained": int(checkpoint.get("epoch", -1)) + 1,
-                     "preset": config.preset, "seed": config.seed,
-                     **({"averaged_epochs": checkpoint["averaged_epochs"]} if "averaged_epochs" in checkpoint else {})},
+                     "preset": config.preset, "seed": config.seed, **averaged},
         # an average's validation was never measured: no epoch's figures stand for it
-        "metrics": {"validation_best_epoch": {} if "averaged_epochs" in checkpoint else best},
+        "metrics": {"validation_best_epoch": {} if averaged else best},
     }
 
 
