@@ -286,9 +286,23 @@ def warm_start(network: SeldNetwork, classes: tuple[str, ...], checkpoint: dict,
 
 def write_text_atomic(path: Path, text: str) -> None:
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "config.json")
+
+
+def remove_half_written_files(run_dir: Path) -> None:
+    """A kill mid-write leaves the temporary file of an atomic write (".last.pt.x8k2"); the whole file stands."""
+    for name in RUN_FILES:
+        for stale in run_dir.glob(f".{name}.*"):
+            stale.unlink()
 
 
 def write_metrics_csv(path: Path, history: list[dict]) -> None:
@@ -503,8 +517,7 @@ def train_command(args) -> int:
         config = resolve_config(args.format, args.preset, args.config, args.overrides, args.data)
         checkpoint = None
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob(".*.pt.*"):  # a checkpoint being written when the run was killed
-        stale.unlink()
+    remove_half_written_files(run_dir)
     write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
     row = train(config, run_dir, checkpoint)
     if not row:  # a torchrun worker other than rank 0: it keeps no log

@@ -97,8 +97,10 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path):
     process.wait()
     assert (killed / "last.pt").exists()
     torch.load(killed / "last.pt", weights_only=True)  # whole, even if the kill came mid-write
+    for name in ("last.pt", "metrics.csv"):  # what a kill mid-write leaves, whichever write it hit
+        (killed / f".{name}.x8k2").write_bytes(b"half")
     train_in_a_fresh_process("--resume", str(killed))
-    assert not [p for p in killed.iterdir() if p.name.startswith(".")], "a half-written checkpoint was left"
+    assert not [p for p in killed.iterdir() if p.name.startswith(".")], "a half-written file was left"
 
     whole, resumed = state_of(tmp_path / "whole"), state_of(killed)
     assert whole.keys() == resumed.keys()
