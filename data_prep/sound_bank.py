@@ -257,21 +257,24 @@ def knock(rng) -> np.ndarray:
 
 
 def door(rng) -> np.ndarray:
-    parts = []
-    if rng.random() < 0.6:  # creak: stick-slip friction exciting panel resonances
-        n = _n(rng.uniform(0.4, 1.3))
-        rate = np.clip(rng.uniform(40, 150) * (1 + 0.5 * np.sin(np.linspace(0, rng.uniform(2, 8), n))), 20, 400)
-        pulses = np.diff(np.floor(np.cumsum(rate / FS)), prepend=0.0) * (1 + 0.3 * rng.standard_normal(n))
-        creak = sum(_resonator(pulses, f, 120) for f in rng.uniform(400, 2500, 3)) * 3
-        parts.append(_fade(creak, 0.05, 0.1))
-        parts.append(np.zeros(_n(rng.uniform(0.05, 0.4))))
     n = _n(0.6)
     thump = _lowpass(_lowpass(rng.standard_normal(n), 200), 200) * _decay(n, rng.uniform(0.06, 0.15)) * 12
     modes = _partials(n, rng.uniform(70, 180, 3), [1.0, 0.6, 0.4], rng.uniform(0.05, 0.2, 3), rng)
     latch = np.zeros(n)
     _add(latch, _highpass(rng.standard_normal(_n(0.006)), 3000) * 0.6, _n(rng.uniform(0.0, 0.03)))
-    parts.append(thump + modes + latch + _highpass(rng.standard_normal(n), 1000) * _decay(n, 0.02) * 0.5)
-    return np.concatenate(parts)
+    close = thump + modes + latch + _highpass(rng.standard_normal(n), 1000) * _decay(n, 0.02) * 0.5
+    if rng.random() >= 0.6:
+        return close
+    # creak first: stick-slip friction exciting panel resonances
+    n = _n(rng.uniform(0.4, 1.3))
+    rate = np.clip(rng.uniform(40, 150) * (1 + 0.5 * np.sin(np.linspace(0, rng.uniform(2, 8), n))), 20, 400)
+    pulses = np.diff(np.floor(np.cumsum(rate / FS)), prepend=0.0) * (1 + 0.3 * rng.standard_normal(n))
+    creak = _fade(sum(_resonator(pulses, f, 120) for f in rng.uniform(400, 2500, 3)), 0.05, 0.1)
+    # As loud as a real creak: a few dB under the slam's loudest frame. Far quieter, it would be
+    # labelled (within the 30 dB activity floor) while buried under the room's noise.
+    level_db = rng.uniform(-9, -3)
+    creak *= np.sqrt(frame_energies(close).max() / frame_energies(creak).mean() * 10 ** (level_db / 10))
+    return np.concatenate([creak, np.zeros(_n(rng.uniform(0.05, 0.4))), close])
 
 
 # ---------------------------------------------------------------- tonal sounds
