@@ -48,12 +48,12 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from seld import SeldError
 from seld.arrays import array_for_format
+from seld.atomic import atomic_path, write_text_atomic
 from seld.audio import SAMPLE_RATE, audio_info
 from seld.data_prep import check_writable
 from seld.formats import read_reference
@@ -248,9 +248,8 @@ def _place(source: Path, target: Path, mode: str) -> None:
         elif mode == "hardlink":
             os.link(source, target)
         else:
-            temporary = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
+            with atomic_path(target) as temporary:
+                shutil.copyfile(source, temporary)
     except OSError as error:
         hint = " (hard links cannot cross file systems: use symlinks or copies)" if mode == "hardlink" else ""
         raise SeldError(f"{target}: cannot {mode} {source}: {error.strerror or error}{hint}") from None
@@ -292,11 +291,7 @@ def convert_tau_nigens(src: str | Path, dst: str | Path, link: bool | str = True
         "formats": {name: array_for_format(name).to_dict() for name in formats},
         "splits": {split: list(folds) for split, folds in info["folds"].items()},
     }
-    descriptor, temporary = tempfile.mkstemp(prefix=".dataset.json.", suffix=".tmp", dir=dst)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(description, handle, indent=1)
-        handle.write("\n")
-    os.replace(temporary, dst / "dataset.json")
+    write_text_atomic(dst / "dataset.json", json.dumps(description, indent=1) + "\n")
     return Conversion(year, dst, recordings, linked, kept)
 
 

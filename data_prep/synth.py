@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 from seld import SeldError, __version__
 from seld.arrays import Array, array_for_format, load_array
 from seld.audio import SAMPLE_RATE, write_audio
+from seld.atomic import write_text_atomic
 from seld.data_prep import check_writable
 from seld.data_prep.rooms import RoomSpec, random_room
 from seld.data_prep.scenes import Scene, SceneSettings, generate_scene, label_rows, render_scene
@@ -128,15 +127,7 @@ def room_for(seed: int, room: int) -> RoomSpec:
 def write_metadata(path: Path, rows) -> None:
     """DCASE 2024 reference rows, integers, no header; whole-or-nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(",".join(str(int(v)) for v in row) + "\n" for row in rows)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "".join(",".join(str(int(v)) for v in row) + "\n" for row in rows))
 
 
 def _paths(out: Path, mixture: Mixture, formats: Sequence[str]) -> tuple[dict[str, Path], Path]:
@@ -189,11 +180,7 @@ def _dataset_description(seed, classes, settings, arrays, rooms, mixtures, bank,
 
 
 def _write_json(path: Path, data: dict) -> None:
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(data, handle, indent=1)
-        handle.write("\n")
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def synth_command(args) -> int:

@@ -7,8 +7,6 @@ The DCASE framing constants live here because every part shares them.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +15,7 @@ import numpy as np
 import soundfile
 
 from seld import SeldError
+from seld.atomic import atomic_path
 
 SAMPLE_RATE = 24_000
 HOP = 480  # 20 ms STFT hop
@@ -201,15 +200,8 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:
     """Write [channels, samples] whole-or-nothing: a temporary file in the same folder, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(descriptor)
-    try:
+    with atomic_path(path) as temporary:
         soundfile.write(temporary, np.asarray(audio).T, sample_rate, subtype=subtype, format=_format_of(path))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _format_of(path: Path) -> str:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from seld.audio import LABEL_HOP, read_audio
+from seld.atomic import atomic_path
 from seld.dataset import Recording
 
 log = logging.getLogger(__name__)
@@ -55,12 +54,5 @@ def cache_features(network, recordings: list[Recording], folder: Path, crop_fram
 
 
 def save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            np.save(handle, array)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, array)

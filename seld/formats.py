@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 
 from seld import SeldError
+from seld.atomic import write_text_atomic
 
 Kind = Literal["reference", "prediction"]
 
@@ -235,24 +235,6 @@ def _number(value: float) -> str:
     return repr(value)
 
 
-def _write_atomically(path: Path, lines: Iterable[str]) -> None:
-    """Whole-or-nothing: write a temporary file beside ``path``, then rename it over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-            for line in lines:
-                handle.write(line)
-                handle.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _sorted_rows(events: Events) -> np.ndarray:
     return np.argsort(events.frame, kind="stable")
 
@@ -267,7 +249,7 @@ def write_reference(path: str | os.PathLike, events: Events) -> None:
             # round away float noise of the m -> cm conversion; whole centimetres stay integers
             fields.append(_number(round(events.distance[i] * 100.0, 9)))
         lines.append(",".join(fields))
-    _write_atomically(Path(path), lines)
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 def write_prediction(path: str | os.PathLike, events: Events, cartesian: bool = False) -> None:
@@ -288,7 +270,7 @@ def write_prediction(path: str | os.PathLike, events: Events, cartesian: bool = 
         if events.distance is not None:
             fields.append(_number(events.distance[i]))
         lines.append(",".join(fields))
-    _write_atomically(Path(path), lines)
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 # ----------------------------------------------------------------------------- finding files

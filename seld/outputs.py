@@ -19,12 +19,12 @@ import itertools
 import json
 import operator
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from seld.atomic import atomic_path, put_in_place, temporary_beside, write_bytes_atomic
 from seld.decode import Detection, EventTracker, OutputLayout, vector_to_angles
 from seld.formats import Events
 
@@ -86,31 +86,6 @@ def decode_outputs(outputs: np.ndarray, layout: OutputLayout, threshold: float =
         elevation.tolist(), distance, (score[pair, head] / members[pair, head]).tolist())))
 
 
-def _umask() -> int:
-    try:  # Linux says it without changing it
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are 0600
-
-
-def _temporary(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
-def _put_in_place(temporary: str, path: Path) -> None:
-    os.chmod(temporary, _FILE_MODE)
-    os.replace(temporary, path)
-
-
 class FileOutputs:
     """The outputs of one input file, written as its detections come (see the module docstring).
 
@@ -122,7 +97,7 @@ class FileOutputs:
     def __init__(self, stem: Path, class_names: Sequence[str], with_distance: bool, plot: bool = False):
         self.stem, self.class_names, self.with_distance = stem, list(class_names), with_distance
         self.tracker = EventTracker(class_names=self.class_names)
-        descriptor, self.csv_temporary = _temporary(stem.with_suffix(".csv"))
+        descriptor, self.csv_temporary = temporary_beside(stem.with_suffix(".csv"))
         self.csv = os.fdopen(descriptor, "w", encoding="utf-8", newline="\n")
         self.events: list[tuple[tuple, str]] = []  # ((onset, class, track), JSON text)
         self.detections: list[Detection] | None = [] if plot else None
@@ -150,12 +125,12 @@ class FileOutputs:
         try:
             self._keep(self.tracker.flush())
             self.events.sort(key=operator.itemgetter(0))
-            _write_bytes_atomic(self.stem.with_suffix(".json"), _events_document(
+            write_bytes_atomic(self.stem.with_suffix(".json"), _events_document(
                 source, model, sample_rate, duration_s, [text for _, text in self.events]))
             if self.detections is not None:
                 write_plot(self.stem.with_suffix(".png"), self.detections, self.class_names, duration_s, str(source))
             self.csv.close()
-            _put_in_place(self.csv_temporary, self.stem.with_suffix(".csv"))
+            put_in_place(self.csv_temporary, self.stem.with_suffix(".csv"))
         except BaseException:
             self.discard()
             raise
@@ -181,7 +156,7 @@ def write_csv(path: Path, detections: Sequence[Detection], with_distance: bool) 
     frame: `seld.formats.write_prediction`'s text."""
     order = np.argsort(np.array([d.frame for d in detections], np.int64), kind="stable")
     lines = csv_lines([detections[i] for i in order], with_distance)
-    _write_bytes_atomic(Path(path), "".join(line + "\n" for line in lines).encode())
+    write_bytes_atomic(Path(path), "".join(line + "\n" for line in lines).encode())
 
 
 def csv_lines(detections: Sequence[Detection], with_distance: bool) -> list[str]:
@@ -206,17 +181,6 @@ def _numbers(values: Sequence[float]) -> list[str]:
     return text
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    descriptor, temporary = _temporary(path)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        _put_in_place(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _events_document(source: Path, model: str, sample_rate: int, duration_s: float, events: list[str]) -> bytes:
     """NAME.json with one event per line (an indented dump of an hour's per-frame lists is slow)."""
     header = json.dumps({"file": str(source), "model": model, "sample_rate": sample_rate,
@@ -227,7 +191,7 @@ def _events_document(source: Path, model: str, sample_rate: int, duration_s: flo
 
 def write_events_json(path: Path, source: Path, model: str, sample_rate: int, duration_s: float,
                       events: list[dict]) -> None:
-    _write_bytes_atomic(path, _events_document(source, model, sample_rate, duration_s,
+    write_bytes_atomic(path, _events_document(source, model, sample_rate, duration_s,
                                                [json.dumps(event) for event in events]))
 
 
@@ -268,11 +232,8 @@ def write_plot(path: Path, detections: Sequence[Detection], class_names: Sequenc
     for axis in (middle, bottom):
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    descriptor, temporary = _temporary(path)
-    os.close(descriptor)
     try:
-        figure.savefig(temporary, dpi=90, format="png")
-        _put_in_place(temporary, path)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=90, format="png")
     finally:
         plt.close(figure)
-        Path(temporary).unlink(missing_ok=True)

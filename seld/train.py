@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from seld import SeldError
 from seld.arrays import array_for_format
+from seld.atomic import atomic_path, write_text_atomic
 from seld.audio import read_audio
 from seld.augment import channel_swaps
 from seld.config import apply_overrides, from_dict, load_toml, to_dict
@@ -146,15 +146,8 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
 
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
-    """torch.save to a temporary file in the same folder, then rename: whole or nothing."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(descriptor)
-    try:
+    with atomic_path(path) as temporary:
         torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -284,22 +277,11 @@ def warm_start(network: SeldNetwork, classes: tuple[str, ...], checkpoint: dict,
              f", {', '.join(widened)} from the shared leading inputs" if widened else "")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "config.json")
 
 
 def remove_half_written_files(run_dir: Path) -> None:
-    """A kill mid-write leaves the temporary file of an atomic write (".last.pt.x8k2"); the whole file stands."""
+    """A kill mid-write leaves the temporary file of an atomic write (".last.pt.x8k2.tmp"); the whole file stands."""
     for name in RUN_FILES:
         for stale in run_dir.glob(f".{name}.*"):
             stale.unlink()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,7 @@ def test_unwritable_output_folder(tmp_path, capsys, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(synth_module.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
     assert cli(["synth", "--out", str(out), *SMALL]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{out}: cannot write there (Permission denied)" in err
