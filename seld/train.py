@@ -287,6 +287,14 @@ def remove_half_written_files(run_dir: Path) -> None:
             stale.unlink()
 
 
+def log_scalars(writer, row: dict) -> None:
+    """An epoch's row to TensorBoard, at step `epoch` (1-based)."""
+    for key, value in row.items():
+        if key != "epoch":
+            writer.add_scalar(key, value, row["epoch"])
+    writer.flush()
+
+
 def write_metrics_csv(path: Path, history: list[dict]) -> None:
     if not history:
         return
@@ -417,6 +425,9 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=first_epoch)
+        if history:  # a kill may have come between last.pt and these two: write the last epoch again
+            write_metrics_csv(run_dir / "metrics.csv", history)
+            log_scalars(writer, history[-1])
 
     row: dict = history[-1] if history else {}
     for epoch in range(first_epoch, config.epochs):
@@ -471,10 +482,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
             save_checkpoint(run_dir / "best.pt", checkpoint)
         save_checkpoint(run_dir / "last.pt", checkpoint)
         write_metrics_csv(run_dir / "metrics.csv", history)
-        for key, value in row.items():
-            if key != "epoch":
-                writer.add_scalar(key, value, epoch + 1)
-        writer.flush()
+        log_scalars(writer, row)
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
     if writer:
         writer.close()

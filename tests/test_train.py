@@ -108,6 +108,22 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path):
         assert torch.equal(whole[name], resumed[name]), name
 
 
+def test_resume_writes_again_the_logs_a_kill_cut_short(tiny_run, tmp_path):
+    """A kill after last.pt but before metrics.csv and TensorBoard: resuming a finished run fills them in."""
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    rows = (run / "metrics.csv").read_text().splitlines()
+    (run / "metrics.csv").write_text("\n".join(rows[:2]) + "\n")  # epoch 2 never reached it
+    assert cli(["train", "--resume", str(run)]) == 0
+    assert [int(r["epoch"]) for r in csv.DictReader((run / "metrics.csv").open())] == [1, 2]
+    scalars = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert [event.step for event in scalars.Scalars("train_loss")] == [1, 2]
+
+
 def test_refuses_to_overwrite_a_run(tiny_run, seld_cli):
     result = seld_cli("train", "--data", tiny_run, "--out", tiny_run, "--preset", "tiny")
     assert result.returncode == 1 and "--resume" in result.stderr and "Traceback" not in result.stderr
