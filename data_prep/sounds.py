@@ -13,6 +13,7 @@ this is ever committed: the licences are the packages' own.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import re
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from seld import SeldError
+from seld.atomic import atomic_path, write_text_atomic
 from seld.audio import audio_info, read_audio
 from seld.data_prep import soundfont
 
@@ -189,8 +191,8 @@ def synth_sounds_command(args) -> int:
                 if not 0.2 <= frames / rate <= 120:
                     continue
                 target = out / label / f"{package}__{path.stem}{path.suffix.lower()}"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
+                with atomic_path(target) as temporary:
+                    shutil.copyfile(path, temporary)
                 rows.append((str(target.relative_to(out)), label, package, version, licence, "/" + relative))
                 kept += 1
             deb.unlink()
@@ -199,10 +201,11 @@ def synth_sounds_command(args) -> int:
     if not rows:
         print("seld synth-sounds: no recordings found")
         return 1
-    with open(out / "manifest.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "class", "package", "version", "licence", "source_path"])
-        writer.writerows(sorted(rows))
+    manifest = io.StringIO(newline="")
+    writer = csv.writer(manifest)
+    writer.writerow(["file", "class", "package", "version", "licence", "source_path"])
+    writer.writerows(sorted(rows))
+    write_text_atomic(out / "manifest.csv", manifest.getvalue())
     counts: dict[str, int] = {}
     for row in rows:
         counts[row[1]] = counts.get(row[1], 0) + 1

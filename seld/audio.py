@@ -57,7 +57,7 @@ def _check_channels(path: Path, found: int, wanted: int | None) -> None:
         raise SeldError(f"{path}: has {found} channels, the array needs {wanted}")
 
 
-def _check_finite(path: Path, block: np.ndarray, offset: int, rate: int) -> None:
+def check_finite(path: Path, block: np.ndarray, offset: int, rate: int) -> None:
     """`block` [channels, n]: an error at its first sample that is NaN or infinite."""
     if not np.isfinite(block).all():
         where = offset + int(np.argmax(~np.isfinite(block).all(axis=0)))
@@ -122,7 +122,7 @@ def iter_audio_blocks(
             if block.shape[1] == 0:
                 break
             if not from_integers:
-                _check_finite(path, block, offset, rate)
+                check_finite(path, block, offset, rate)
             offset += block.shape[1]
             if resampler is None:
                 yield block

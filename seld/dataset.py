@@ -17,7 +17,7 @@ import soundfile
 import torch
 
 from seld import SeldError
-from seld.audio import LABEL_HOP, SAMPLE_RATE, audio_info
+from seld.audio import LABEL_HOP, SAMPLE_RATE, audio_info, check_finite
 from seld.augment import ChannelSwap
 from seld.decode import OutputLayout
 from seld.formats import Events, read_reference
@@ -31,8 +31,10 @@ class Recording:
     label_frames: int
 
 
-def find_recordings(root: str | Path, format_name: str, split_prefix: str) -> list[Recording]:
-    """Recordings of every split whose name starts with `split_prefix`, sorted by path."""
+def find_recordings(root: str | Path, format_name: str, split_prefix: str, channels: int | None = None
+                    ) -> list[Recording]:
+    """Recordings of every split whose name starts with `split_prefix`, sorted by path; with
+    `channels`, each file must have that many."""
     root = Path(root)
     audio_root = root / f"{format_name}_dev"
     if not audio_root.is_dir():
@@ -43,19 +45,23 @@ def find_recordings(root: str | Path, format_name: str, split_prefix: str) -> li
             metadata_path = root / "metadata_dev" / split.name / f"{audio_path.stem}.csv"
             if not metadata_path.is_file():
                 raise SeldError(f"{audio_path}: no metadata file {metadata_path}")
-            rate, _, frames = audio_info(audio_path)
+            rate, file_channels, frames = audio_info(audio_path)
             if rate != SAMPLE_RATE:
                 raise SeldError(f"{audio_path}: sample rate {rate} Hz, training needs {SAMPLE_RATE} Hz")
+            if channels is not None and file_channels != channels:
+                raise SeldError(f"{audio_path}: has {file_channels} channels, the model needs {channels}")
             recordings.append(Recording(audio_path, metadata_path, -(-frames // LABEL_HOP)))
     return recordings
 
 
-def split_recordings(root: str | Path, format_name: str) -> tuple[list[Recording], list[Recording]]:
+def split_recordings(root: str | Path, format_name: str, channels: int | None = None
+                     ) -> tuple[list[Recording], list[Recording]]:
     """(training, validation): dev-train* for training, dev-val* or else dev-test* to validate."""
-    train = find_recordings(root, format_name, "dev-train")
+    train = find_recordings(root, format_name, "dev-train", channels)
     if not train:
         raise SeldError(f"{root}: no recordings in {format_name}_dev/dev-train*")
-    validation = find_recordings(root, format_name, "dev-val") or find_recordings(root, format_name, "dev-test")
+    validation = (find_recordings(root, format_name, "dev-val", channels)
+                  or find_recordings(root, format_name, "dev-test", channels))
     return train, validation
 
 
@@ -65,6 +71,25 @@ def events_to_labels(events: Events) -> list[LabelEvent]:
         LabelEvent(int(f), int(c), int(s), float(a), float(e), None if d is None else float(d))
         for f, c, s, a, e, d in zip(events.frame, events.class_index, events.track, events.azimuth, events.elevation, distances)
     ]
+
+
+def check_metadata(recordings: list[Recording], layout: OutputLayout) -> None:
+    """Each recording's metadata fits the model, checked before training starts (a bad file found
+    in a loader worker would stop the run mid-epoch)."""
+    for recording in recordings:
+        check_labels(recording.metadata_path, read_reference(recording.metadata_path), layout)
+
+
+def check_labels(path: Path, events: Events, layout: OutputLayout) -> None:
+    """The metadata fits the model: classes in range, distances where the model has a distance output."""
+    outside = np.flatnonzero((events.class_index < 0) | (events.class_index >= layout.num_classes))
+    if len(outside):
+        row = outside[0]
+        raise SeldError(f"{path}: class {events.class_index[row]} at frame {events.frame[row]}, outside "
+                        f"0..{layout.num_classes - 1} (the model has {layout.num_classes} classes)")
+    if layout.distance and events.distance is None and len(events.frame):
+        raise SeldError(f"{path}: no distance column, and the model has a distance output (model.distance=false "
+                        "trains without)")
 
 
 def epoch_crops(recordings: list[Recording], crop_frames: int, seed: int, epoch: int) -> list[tuple[int, int, int]]:
@@ -151,6 +176,7 @@ def read_crop(path: Path, start: int, length: int, channels: int) -> np.ndarray:
         raise SeldError(f"{path}: cannot read audio: {error}") from None
     if data.shape[1] != channels:
         raise SeldError(f"{path}: has {data.shape[1]} channels, the model needs {channels}")
+    check_finite(path, data.T, start, SAMPLE_RATE)
     crop = np.zeros((channels, length), np.float32)
     crop[:, : len(data)] = data.T
     return crop

@@ -29,7 +29,7 @@ from seld.atomic import atomic_path, write_text_atomic
 from seld.audio import read_audio
 from seld.augment import channel_swaps
 from seld.config import apply_overrides, from_dict, load_toml, to_dict
-from seld.dataset import CropDataset, Recording, split_recordings
+from seld.dataset import CropDataset, Recording, check_metadata, split_recordings
 from seld.decode import decode
 from seld.feature_cache import cache_features, cache_folder
 from seld.features import FeatureConfig, feature_shape
@@ -287,6 +287,18 @@ def remove_half_written_files(run_dir: Path) -> None:
             stale.unlink()
 
 
+def batches_of(loader: torch.utils.data.DataLoader):
+    """The loader's batches. A SeldError raised in a loader worker process comes back wrapped in
+    that worker's traceback; it is raised here as its own one-line message."""
+    try:
+        yield from loader
+    except SeldError as error:
+        text = str(error)
+        if text.startswith("Caught SeldError") and "SeldError: " in text:
+            raise SeldError(text.rsplit("SeldError: ", 1)[1].strip()) from None
+        raise
+
+
 def log_scalars(writer, row: dict) -> None:
     """An epoch's row to TensorBoard, at step `epoch` (1-based)."""
     for key, value in row.items():
@@ -321,8 +333,6 @@ def validate(network: SeldNetwork, recordings: list[Recording], config: TrainCon
         reference = read_reference(recording.metadata_path)
         if not layout.distance:
             reference = reference.without_distance()
-        elif reference.distance is None:
-            raise SeldError(f"{recording.metadata_path}: no distance column, but the model has a distance head")
         scorer.add(reference, detections_to_events(detections, layout.distance), recording.audio_path.name)
     result = scorer.result()
     return {key: float(value) for key, value in result.metrics.items()}
@@ -384,7 +394,8 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     initial = load_initial_weights(config.init_from) if config.init_from and resume is None else None
 
     array = array_for_format(config.format)
-    train_recordings, validation_recordings = split_recordings(config.data, config.format)
+    train_recordings, validation_recordings = split_recordings(config.data, config.format, array.num_channels)
+    check_metadata(train_recordings + validation_recordings, config.model.layout)
     if main_process:
         log.info("training on %d recordings, validating on %d, device %s", len(train_recordings),
                  len(validation_recordings), device)
@@ -442,17 +453,18 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         )
         model.train()
         started, total_loss, batches = time.perf_counter(), 0.0, 0
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not main_process,
-                        leave=False)
+        progress = tqdm(batches_of(loader), total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                        disable=not main_process, leave=False)
         for audio, targets in progress:
             audio, targets = audio.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                 outputs = model(audio, augment=config.augment_mask, precomputed=feature_files is not None)
                 loss = loss_function(outputs.float(), targets)
             if not torch.isfinite(loss):
-                raise SeldError(
-                    f"{run_dir}: loss became {loss.item()} in epoch {epoch + 1}; stopped, last good checkpoint "
-                    f"kept in {run_dir / 'last.pt'} (try a lower learning_rate)")
+                kept = (f"last good checkpoint kept in {run_dir / 'last.pt'}" if (run_dir / "last.pt").exists()
+                        else "no checkpoint written yet")
+                raise SeldError(f"{run_dir}: loss became {loss.item()} in epoch {epoch + 1}; stopped, {kept} "
+                                "(try a lower learning_rate)")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)

@@ -137,6 +137,48 @@ def test_diverging_loss_stops_with_a_clear_message(tmp_path, seld_cli):
     assert "loss became" in result.stderr and "Traceback" not in result.stderr
 
 
+def _one_line_error(result, *needles: str) -> None:
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert all(needle in lines[0] for needle in needles), lines[0]
+
+
+@pytest.mark.parametrize("case", ["class out of range", "no distance", "other channels"])
+def test_training_data_that_does_not_fit_the_model_stops_before_training(tmp_path, seld_cli, case):
+    import soundfile
+
+    data = tiny_dataset(tmp_path / "data")
+    wav = data / "foa_dev" / "dev-train" / "fold1_room1_mix002.wav"
+    csv_path = data / "metadata_dev" / "dev-train" / "fold1_room1_mix002.csv"
+    if case == "class out of range":
+        csv_path.write_text(csv_path.read_text().replace(",2,1,60,10,200", ",13,1,60,10,200", 1))
+        needles = (str(csv_path), "class 13", "0..12")
+    elif case == "no distance":
+        csv_path.write_text("".join(line.rsplit(",", 1)[0] + "\n" for line in csv_path.read_text().splitlines()))
+        needles = (str(csv_path), "no distance column")
+    else:
+        audio, rate = soundfile.read(wav)
+        soundfile.write(wav, audio[:, :2], rate, subtype="FLOAT")
+        needles = (str(wav), "2 channels", "needs 4")
+    result = seld_cli("train", "--data", data, "--out", tmp_path / "run", "--preset", "tiny", "epochs=1")
+    _one_line_error(result, *needles)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_nan_audio_in_a_loader_worker_is_one_line_naming_the_file(tmp_path, seld_cli):
+    import soundfile
+
+    data = tiny_dataset(tmp_path / "data")
+    wav = data / "foa_dev" / "dev-train" / "fold1_room1_mix002.wav"
+    audio, rate = soundfile.read(wav, dtype="float32")
+    audio[24_000 + 7] = np.nan  # 1.000 s; past the one file the normalization statistics read
+    soundfile.write(wav, audio, rate, subtype="FLOAT")
+    result = seld_cli("train", "--data", data, "--out", tmp_path / "run", "--preset", "tiny", "epochs=1",
+                      "workers=1", "normalization_files=1")
+    _one_line_error(result, str(wav), "NaN or Inf samples (first at 1.000 s)")
+
+
 def test_tiny_model_overfits_one_static_source(tmp_path):
     """A few seconds, one source of class 2 at azimuth 60, elevation 10: found, within 10 degrees."""
     for split in ("dev-train", "dev-val"):
