@@ -29,7 +29,7 @@ from seld import SeldError
 from seld.audio import audio_info, iter_audio_blocks
 from seld.engine import Engine
 from seld.models import default_model_dir
-from seld.outputs import FileOutputs
+from seld.outputs import FileOutputs, output_path
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,11 @@ class _Progress:
     @property
     def duration_s(self) -> float:
         return self.frames / self.rate
+
+
+def has_outputs(job: Job) -> bool:
+    """The CSV and JSON of a job are there (the CSV is put in place last)."""
+    return output_path(job.output_stem, ".csv").exists() and output_path(job.output_stem, ".json").exists()
 
 
 def _has_magic(text: str) -> bool:
@@ -143,8 +148,11 @@ def _annotate_streaming(engine: Engine, progress: _Progress, plot: bool) -> File
         frames = stream.flush()
         outputs.add_tracked([d for frame in frames for d in frame.detections], stream.take_events())
         return outputs
-    except SeldError as error:
-        return error
+    except (SeldError, OSError) as error:  # OSError: its outputs cannot be written; the file fails
+        if progress.outputs is not None:
+            progress.outputs.discard()
+        return error if isinstance(error, SeldError) else SeldError(
+            f"{progress.job.source}: cannot write its outputs ({error})")
 
 
 class _Bar:
@@ -164,6 +172,7 @@ class _Bar:
 
     def advance(self, seconds: float, files: int = 0) -> None:
         self.done += files
+        seconds = min(seconds, self.bar.total - self.bar.n)  # float sums of the files' parts may pass the total
         self._postfix(seconds)
         self.bar.update(seconds)
 
@@ -248,9 +257,7 @@ def annotate_command(args) -> int:
     for problem in problems:
         print(f"skipped: {problem}", file=sys.stderr)
     if not args.overwrite:
-        done = [job for job in jobs if job.output_stem.with_suffix(".csv").exists()
-                and job.output_stem.with_suffix(".json").exists()
-                and (not args.plot or job.output_stem.with_suffix(".png").exists())]
+        done = [job for job in jobs if has_outputs(job) and (not args.plot or output_path(job.output_stem, ".png").exists())]
         if done:
             print(f"skipping {len(done)} file(s) already annotated (--overwrite redoes them)")
         jobs = [job for job in jobs if job not in done]

@@ -17,6 +17,7 @@ failed, its temporary files removed, and the other workers finish theirs.
 from __future__ import annotations
 
 import ctypes
+import glob
 import logging
 import multiprocessing
 import os
@@ -29,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from seld import SeldError
-from seld.annotate import Job, Summary, _Bar, annotate
+from seld.annotate import Job, Summary, _Bar, annotate, has_outputs
 from seld.audio import audio_info
 from seld.engine import Engine, ModelInfo
 
@@ -153,18 +154,14 @@ def _stop_workers(workers: list) -> None:
             worker.join()
 
 
-def _has_outputs(job: Job) -> bool:
-    return job.output_stem.with_suffix(".csv").exists() and job.output_stem.with_suffix(".json").exists()
-
-
 def _lost_files(jobs: list[Job], exitcode: int | None) -> list[str]:
     """A dead worker's files without outputs: reported as failed, their temporary files removed."""
     lost = []
     for job in jobs:
-        if _has_outputs(job):
+        if has_outputs(job):
             continue
         stem = job.output_stem
-        for temporary in stem.parent.glob(f".{stem.name}.*.tmp"):
+        for temporary in stem.parent.glob(f".{glob.escape(stem.name)}.*.tmp"):
             temporary.unlink(missing_ok=True)
         lost.append(f"{job.source}: not annotated: the worker process annotating it died (exit code {exitcode})")
     return lost
@@ -233,7 +230,7 @@ def annotate_in_processes(model: str | Path, device: str, jobs: list[Job], proce
         elif kind == "crash":
             raise RuntimeError(f"a seld annotate worker failed:\n{rest[0]}")
         else:  # died: what it finished stands
-            done = [job for job in part if _has_outputs(job)]
+            done = [job for job in part if has_outputs(job)]
             summaries.append(Summary(len(done), _lost_files(part, rest[0]),
                                      sum(durations.get(job, 0.0) for job in done), 0.0))
     log.info("model %s on %s", info.data.get("name", model), " / ".join(sorted(providers)))

@@ -7,6 +7,7 @@ The DCASE framing constants live here because every part shares them.
 from __future__ import annotations
 
 import math
+import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +21,7 @@ from seld.atomic import atomic_path
 SAMPLE_RATE = 24_000
 HOP = 480  # 20 ms STFT hop
 LABEL_HOP = 2_400  # 100 ms label frame = 5 hops
+MIN_RATE, MAX_RATE = 1_000, 768_000  # sample rates a recording can plausibly have
 # resample_poly's default filter half-length is 10 * max(up, down) samples at the upsampled rate.
 _HALF_LENGTH_FACTOR = 10
 
@@ -38,12 +40,15 @@ def _open(path: Path) -> soundfile.SoundFile:
     if path.is_dir():
         raise SeldError(f"{path}: is a folder, not an audio file")
     try:
-        handle = soundfile.SoundFile(str(path))
+        handle = soundfile.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
         raise SeldError(f"{path}: not a readable audio file ({_libsndfile_reason(error)})") from None
     if handle.frames == 0:
         handle.close()
         raise SeldError(f"{path}: contains no samples")
+    if not MIN_RATE <= handle.samplerate <= MAX_RATE:  # a corrupt header; resampling from it would not end
+        handle.close()
+        raise SeldError(f"{path}: implausible sample rate {handle.samplerate} Hz (a corrupt header?)")
     return handle
 
 

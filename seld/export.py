@@ -226,6 +226,15 @@ def _read_package(folder: Path) -> tuple[SeldNetwork, dict, dict, str | None]:
     return network, info, config, card
 
 
+def _check_replaceable(out_dir: Path) -> None:
+    """Export replaces a model package or an empty folder, nothing else (a mistyped --out)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SeldError(f"{out_dir}: exists and is not a folder")
+    if out_dir.is_dir() and not (out_dir / "seld.json").is_file() and any(out_dir.iterdir()):
+        raise SeldError(f"{out_dir}: exists and is not a model package; export replaces only a package "
+                        "or an empty folder")
+
+
 def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Path, name: str | None = None) -> dict:
     """Export a run (or a checkpoint; several epochs of one run: their average, see
     `average_checkpoints`) into `out_dir`, whole or not at all; or re-export a model package (its
@@ -235,6 +244,7 @@ def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Pat
 
     sources = [Path(source)] if isinstance(source, (str, Path)) else [Path(path) for path in source]
     source, out_dir = sources[0], Path(out_dir)
+    _check_replaceable(out_dir)
     if len(sources) == 1 and (source / "seld.json").is_file():
         network, info, training_config, card = _read_package(source)
         if name:

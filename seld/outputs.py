@@ -97,7 +97,7 @@ class FileOutputs:
     def __init__(self, stem: Path, class_names: Sequence[str], with_distance: bool, plot: bool = False):
         self.stem, self.class_names, self.with_distance = stem, list(class_names), with_distance
         self.tracker = EventTracker(class_names=self.class_names)
-        descriptor, self.csv_temporary = temporary_beside(stem.with_suffix(".csv"))
+        descriptor, self.csv_temporary = temporary_beside(output_path(stem, ".csv"))
         self.csv = os.fdopen(descriptor, "w", encoding="utf-8", newline="\n")
         self.events: list[tuple[tuple, str]] = []  # ((onset, class, track), JSON text)
         self.detections: list[Detection] | None = [] if plot else None
@@ -122,22 +122,51 @@ class FileOutputs:
         self.events += [((e["onset_s"], e["class"], e["track"]), json.dumps(e)) for e in events]
 
     def commit(self, source: Path, model: str, sample_rate: int, duration_s: float) -> None:
+        """Every output written under a temporary name first, then all renamed, NAME.csv last: a
+        failure leaves none of them (a rerun takes a file whose CSV and JSON are there as done)."""
+        written: list[tuple[Path, Path]] = []  # (temporary, final)
         try:
             self._keep(self.tracker.flush())
             self.events.sort(key=operator.itemgetter(0))
-            write_bytes_atomic(self.stem.with_suffix(".json"), _events_document(
-                source, model, sample_rate, duration_s, [text for _, text in self.events]))
+            document = _events_document(source, model, sample_rate, duration_s, [text for _, text in self.events])
+            written.append(_written_beside(output_path(self.stem, ".json"), lambda path: path.write_bytes(document)))
             if self.detections is not None:
-                write_plot(self.stem.with_suffix(".png"), self.detections, self.class_names, duration_s, str(source))
+                written.append(_written_beside(output_path(self.stem, ".png"), lambda path: write_plot(
+                    path, self.detections, self.class_names, duration_s, str(source))))
             self.csv.close()
-            put_in_place(self.csv_temporary, self.stem.with_suffix(".csv"))
+            written.append((Path(self.csv_temporary), output_path(self.stem, ".csv")))
+            for temporary, final in written:
+                put_in_place(temporary, final)
         except BaseException:
+            for temporary, _ in written:
+                temporary.unlink(missing_ok=True)
             self.discard()
             raise
 
     def discard(self) -> None:
-        self.csv.close()
-        Path(self.csv_temporary).unlink(missing_ok=True)
+        try:
+            self.csv.close()
+        except OSError:
+            pass  # the rows still buffered could not be written (a full disk): the file goes anyway
+        finally:
+            Path(self.csv_temporary).unlink(missing_ok=True)
+
+
+def output_path(stem: Path, suffix: str) -> Path:
+    """OUT/NAME + suffix; not Path.with_suffix, which would turn rec.2024 into rec.csv."""
+    return stem.with_name(stem.name + suffix)
+
+
+def _written_beside(final: Path, write) -> tuple[Path, Path]:
+    """(temporary, final): `write(temporary)` done, the temporary removed if it raised."""
+    descriptor, temporary = temporary_beside(final)
+    os.close(descriptor)
+    try:
+        write(Path(temporary))
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return Path(temporary), final
 
 
 def detections_to_events(detections: Sequence[Detection], with_distance: bool) -> Events:
@@ -213,7 +242,7 @@ def write_plot(path: Path, detections: Sequence[Detection], class_names: Sequenc
     top.imshow(activity, aspect="auto", origin="lower", cmap="Greys", vmin=0, vmax=1,
                extent=(0, frames / 10, -0.5, len(class_names) - 0.5), interpolation="nearest")
     top.set_yticks(range(len(class_names)), class_names, fontsize=7)
-    top.set_title(title)
+    top.set_title(title.encode("utf-8", "backslashreplace").decode())  # a file name that is not UTF-8 too
     colours = plt.get_cmap("tab20")
     for class_index in sorted({d.class_index for d in detections}):
         mine = [d for d in detections if d.class_index == class_index]

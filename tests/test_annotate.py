@@ -398,3 +398,101 @@ def test_nothing_to_do_in_processes_and_a_dead_workers_files(tiny_model_package,
     assert _lost_files(jobs, -9) == [f"{jobs[1].source}: not annotated: the worker process annotating it died "
                                      "(exit code -9)"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["done.csv", "done.json"]
+
+
+# ------------------------------------------------------------------ odd names and failed writes
+
+
+def test_names_with_dots_and_brackets_keep_their_own_outputs(tiny_model_package, tmp_path, capsys):
+    for name in ("rec.2024.wav", "rec.2025.wav", "take[1].wav"):
+        wav(tmp_path / "in" / name, 0.5)
+    out = tmp_path / "out"
+    assert cli(["annotate", str(tmp_path / "in"), "--model", str(tiny_model_package), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["rec.2024.csv", "rec.2024.json", "rec.2025.csv", "rec.2025.json",
+                                                    "take[1].csv", "take[1].json"]
+    assert cli(["annotate", str(tmp_path / "in"), "--model", str(tiny_model_package), "--out", str(out)]) == 0
+    assert "skipping 3 file(s) already annotated" in capsys.readouterr().out
+
+
+def test_a_dead_workers_temporary_files_go_whatever_the_name(tmp_path):
+    from seld.annotate_processes import _lost_files
+
+    jobs, _ = find_jobs([str(wav(tmp_path / "in" / "take[1].wav", 0.5))], tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".take[1].csv.x1y2.tmp").write_text("half")
+    assert len(_lost_files(jobs, -9)) == 1 and list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_name_that_is_not_utf8(tiny_model_package, tmp_path, capsys):
+    source = wav(tmp_path / "in" / "plain.wav", 0.5).rename(tmp_path / "in" / os.fsdecode(b"caf\xe9.wav"))
+    out = tmp_path / "out"
+    assert cli(["annotate", str(source), "--model", str(tiny_model_package), "--out", str(out), "--plot"]) == 0
+    assert sorted(os.fsencode(p.name) for p in out.iterdir()) == [b"caf\xe9.csv", b"caf\xe9.json", b"caf\xe9.png"]
+
+
+def test_a_corrupt_sample_rate_fails_that_file_only(tiny_model_package, tmp_path, capsys):
+    wav(tmp_path / "in" / "good.wav", 0.5)
+    bad = wav(tmp_path / "in" / "bad.wav", 0.5)
+    header = bytearray(bad.read_bytes())
+    header[24:28] = (2**31 - 1).to_bytes(4, "little")  # the fmt chunk's sample rate
+    bad.write_bytes(bytes(header))
+    out = tmp_path / "out"
+    assert cli(["annotate", str(tmp_path / "in"), "--model", str(tiny_model_package), "--out", str(out)]) == 1
+    assert f"{bad}: implausible sample rate 2147483647 Hz" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["good.csv", "good.json"]
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_outputs_that_cannot_be_written_fail_that_file_and_leave_nothing(tiny_model_package, tmp_path, capsys,
+                                                                         monkeypatch, streaming):
+    import seld.outputs
+
+    wav(tmp_path / "in" / "good.wav", 0.5)
+    wav(tmp_path / "in" / "full.wav", 0.5, seed=1)
+    original = seld.outputs.write_plot
+
+    def write_plot(path, detections, class_names, duration_s, title):
+        if title.endswith("full.wav"):
+            raise OSError(28, "No space left on device")
+        original(path, detections, class_names, duration_s, title)
+
+    monkeypatch.setattr(seld.outputs, "write_plot", write_plot)
+    arguments = ["annotate", str(tmp_path / "in"), "--model", str(tiny_model_package), "--out", str(tmp_path / "out"),
+                 "--plot"] + (["--streaming"] if streaming else [])
+    assert cli(arguments) == 1
+    assert "full.wav: cannot write its outputs" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.csv", "good.json", "good.png"]
+
+
+def test_a_streamed_file_whose_rows_cannot_be_written(tiny_model_package, tmp_path, capsys, monkeypatch):
+    from seld.outputs import FileOutputs
+
+    wav(tmp_path / "in" / "good.wav", 0.5)
+    wav(tmp_path / "in" / "full.wav", 0.5, seed=1)
+    original = FileOutputs.add_tracked
+
+    def add_tracked(self, detections, ended=()):
+        if self.stem.name == "full":
+            raise OSError(27, "File too large")
+        original(self, detections, ended)
+
+    monkeypatch.setattr(FileOutputs, "add_tracked", add_tracked)
+    assert cli(["annotate", str(tmp_path / "in"), "--model", str(tiny_model_package), "--out", str(tmp_path / "out"),
+                "--streaming"]) == 1
+    assert "full.wav: cannot write its outputs ([Errno 27] File too large)" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.csv", "good.json"]
+
+
+def test_discarding_outputs_whose_rows_cannot_be_flushed(tmp_path):
+    from seld.outputs import FileOutputs
+
+    outputs = FileOutputs(tmp_path / "x", ["a"], with_distance=False)
+
+    class FullDisk:
+        def close(self):
+            raise OSError(28, "No space left on device")
+
+    outputs.csv.close()
+    outputs.csv = FullDisk()
+    outputs.discard()
+    assert list(tmp_path.iterdir()) == []

@@ -268,3 +268,19 @@ def test_step_session_is_the_stream_graph_with_fixed_shapes(tiny_model_package):
     feeds = {"real": real, "imag": imag, "state": state}
     for fixed, dynamic in zip(session.run(None, feeds), engine.stream_session.run(None, feeds)):
         np.testing.assert_allclose(fixed, dynamic, atol=1e-5)
+
+
+def test_export_replaces_only_a_package_or_an_empty_folder(tiny_run, tiny_model_package, tmp_path, seld_cli):
+    data = tmp_path / "mydata"
+    data.mkdir()
+    (data / "precious.txt").write_text("keep me")
+    result = seld_cli("export", tiny_run, "--out", data)
+    assert result.returncode == 1 and f"{data}: exists and is not a model package" in result.stderr
+    assert (data / "precious.txt").read_text() == "keep me" and "Traceback" not in result.stderr
+    (tmp_path / "afile").write_text("")
+    result = seld_cli("export", tiny_run, "--out", tmp_path / "afile")
+    assert result.returncode == 1 and "exists and is not a folder" in result.stderr and "Traceback" not in result.stderr
+    import shutil
+
+    shutil.copytree(tiny_model_package, tmp_path / "package")
+    assert seld_cli("export", tiny_run, "--out", tmp_path / "package").returncode == 0  # a package is replaced
