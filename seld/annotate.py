@@ -12,6 +12,7 @@ on; outputs are written whole or not at all, and a rerun skips files already don
 
 from __future__ import annotations
 
+import collections
 import glob
 import itertools
 import logging
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 READ_BLOCK_S = 10.0  # seconds per block read from a file
 STREAM_BLOCK = 4800  # samples per block pushed with --streaming (200 ms, as a sound card would)
+STREAMING_AHEAD = 4  # files per engine thread in flight with --streaming (each holds its outputs open)
 
 
 @dataclass(frozen=True)
@@ -317,6 +319,16 @@ def _annotate_all(engine: Engine, files: list[_Progress], readers: int, bar: _Ba
 
 def _annotate_streaming_all(engine: Engine, files: list[_Progress], plot: bool
                             ) -> Iterator[tuple[_Progress, FileOutputs | SeldError]]:
-    """--streaming: each file through the streaming engine, one file per engine thread."""
+    """--streaming: each file through the streaming engine, one file per engine thread, in order.
+    A few files ahead at most: each holds its open outputs until its turn comes, so a long file
+    with thousands of short ones behind it would run out of file descriptors."""
     with ThreadPoolExecutor(engine.parallel, thread_name_prefix="seld-stream") as pool:
-        yield from zip(files, pool.map(lambda progress: _annotate_streaming(engine, progress, plot), files))
+        running: collections.deque = collections.deque()
+        for progress in files:
+            running.append((progress, pool.submit(_annotate_streaming, engine, progress, plot)))
+            if len(running) > STREAMING_AHEAD * engine.parallel:
+                first, result = running.popleft()
+                yield first, result.result()
+        while running:
+            first, result = running.popleft()
+            yield first, result.result()

@@ -496,3 +496,49 @@ def test_discarding_outputs_whose_rows_cannot_be_flushed(tmp_path):
     outputs.csv = FullDisk()
     outputs.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_streaming_keeps_few_files_in_flight(tiny_model_package, tmp_path, monkeypatch):
+    """Files done behind a slow one hold their outputs open until their turn: only a few at once."""
+    import seld.annotate
+    from seld.outputs import FileOutputs
+
+    for index in range(17):
+        wav(tmp_path / "in" / f"f{index:02d}.wav", 0.3, seed=index)
+    open_now, most = [0], [0]
+    original_init, original_commit, original_discard = FileOutputs.__init__, FileOutputs.commit, FileOutputs.discard
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        open_now[0] += 1
+        most[0] = max(most[0], open_now[0])
+
+    def closing(original):
+        def method(self, *args, **kwargs):
+            open_now[0] -= 1
+            return original(self, *args, **kwargs)
+        return method
+
+    # The first file is slow: it waits (2 s at most) for every other file to be done.
+    others_done, done = threading.Event(), []
+    original_streaming = seld.annotate._annotate_streaming
+
+    def streaming(engine, progress, plot):
+        first = progress.job.source.name == "f00.wav"
+        if first:
+            others_done.wait(timeout=2)
+        result = original_streaming(engine, progress, plot)
+        if not first:
+            done.append(progress)
+            if len(done) == 16:
+                others_done.set()
+        return result
+
+    monkeypatch.setattr(FileOutputs, "__init__", init)
+    monkeypatch.setattr(FileOutputs, "commit", closing(original_commit))
+    monkeypatch.setattr(FileOutputs, "discard", closing(original_discard))
+    monkeypatch.setattr(seld.annotate, "_annotate_streaming", streaming)
+    engine = Engine(tiny_model_package, device="cpu", parallel=2)
+    jobs, _ = find_jobs([str(tmp_path / "in")], tmp_path / "out")
+    assert annotate(engine, jobs, progress_bar=False, streaming=True).completed == 17
+    assert most[0] <= seld.annotate.STREAMING_AHEAD * 2 + 1
