@@ -6,8 +6,9 @@ bottleneck (slow disks, compressed files, a busy CPU feeding a GPU), the feature
 training file can be computed once instead: float16 .npy files, one per recording, read
 back crop by crop through a memory map. Each file is padded at its end with one crop of
 silence, so a crop running past the end gets the features of zeros, as an audio crop does.
-The folder is keyed by a hash of everything the features depend on, so a changed front
-end never reads stale features; files are written whole or not at all.
+The folder is keyed by a hash of everything the features depend on, and each file's name by
+its audio file's size and modification time, so neither a changed front end nor rewritten
+audio reads stale features; files are written whole or not at all.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +42,9 @@ def cache_features(network, recordings: list[Recording], folder: Path, crop_fram
     paths = []
     computed = 0
     for recording in recordings:
-        path = folder / recording.audio_path.parent.name / f"{recording.audio_path.stem}.npy"
+        path = cache_path(folder, recording)
         if not path.exists():
+            remove_stale(path, recording)
             audio, _ = read_audio(recording.audio_path, channels=network.num_channels)
             padded = np.zeros((audio.shape[0], (recording.label_frames + crop_frames) * LABEL_HOP), np.float32)
             padded[:, : audio.shape[1]] = audio
@@ -51,6 +54,22 @@ def cache_features(network, recordings: list[Recording], folder: Path, crop_fram
         paths.append(path)
     log.info("feature cache %s: %d files computed, %d reused", folder, computed, len(recordings) - computed)
     return paths
+
+
+def cache_path(folder: Path, recording: Recording) -> Path:
+    """The audio file's size and modification time are in the name: a rewritten file (a dataset
+    synthesized again into the same folder) gets its features computed again."""
+    audio = recording.audio_path.stat()
+    return folder / recording.audio_path.parent.name / f"{recording.audio_path.stem}.{audio.st_size}-{audio.st_mtime_ns}.npy"
+
+
+def remove_stale(path: Path, recording: Recording) -> None:
+    """Features of earlier versions of the recording's audio."""
+    stale = re.compile(re.escape(recording.audio_path.stem) + r"\.\d+-\d+\.npy")
+    if path.parent.is_dir():
+        for old in path.parent.iterdir():
+            if stale.fullmatch(old.name):
+                old.unlink(missing_ok=True)
 
 
 def save_atomic(path: Path, array: np.ndarray) -> None:

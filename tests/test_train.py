@@ -252,7 +252,7 @@ def test_feature_cache_gives_the_features_of_audio_crops(tmp_path, caplog):
     assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=1",
                 f"feature_cache={cache}"]) == 0
     files = sorted(cache.rglob("*.npy"))
-    assert [f.name for f in files] == ["fold1_room1_mix001.npy", "fold1_room1_mix002.npy"]
+    assert [f.name.split(".")[0] for f in files] == ["fold1_room1_mix001", "fold1_room1_mix002"]
 
     network, config = network_from_checkpoint(torch.load(tmp_path / "run" / "last.pt", weights_only=True))
     recordings = split_recordings(data, "foa")[0]
@@ -271,6 +271,16 @@ def test_feature_cache_gives_the_features_of_audio_crops(tmp_path, caplog):
         assert features.shape == expected.shape == (7, 100, 64)
         torch.testing.assert_close(features[:, 2:], expected[:, 2:], atol=0.02, rtol=0.002)
         torch.testing.assert_close(targets, audio_targets)
+
+    # The dataset made again into the same folder, longer: its features are computed again.
+    write_scene(data, "dev-train", "fold1_room1_mix002", "foa", [(0, 90, 0, 1.0, 0.5, 5.5)], seconds=6.0, seed=9)
+    recordings = split_recordings(data, "foa")[0]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="seld.feature_cache"):
+        paths = cache_features(network, recordings, folder, 20, torch.device("cpu"))
+    assert "1 files computed, 1 reused" in caplog.text
+    assert sorted(cache.rglob("*.npy")) == sorted(paths)  # the stale file is gone
+    assert np.load(paths[1]).shape[1] == 5 * (recordings[1].label_frames + 20)
 
 
 def test_recipe_combines_datasets_for_training_only(tmp_path):
