@@ -127,16 +127,19 @@ def _parse_integer(text: str) -> int:
 
 
 def _is_header(fields: list[str]) -> bool:
-    try:
-        float(fields[0])
-    except ValueError:
-        return True
-    return False
+    """No field is a number (a first row with a typo in one number is an error, not a header)."""
+    for field in fields:
+        try:
+            float(field)
+        except ValueError:
+            continue
+        return False
+    return True
 
 
 def _read_rows(path: Path) -> tuple[list[tuple[int, int, int, list[float]]], int]:
     """Parse the rows of a CSV: (frame, class, track, [numbers...]) and their column count."""
-    label = path.name
+    label = str(path)  # the whole path: dev-train and dev-test may hold files of the same name
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:

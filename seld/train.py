@@ -420,6 +420,8 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     if resume is not None:
         network.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
+        if resume.get("scaler"):  # CUDA mixed precision: the loss scale it had reached
+            scaler.load_state_dict(resume["scaler"])
         history, best_seld, first_epoch = list(resume["history"]), float(resume["best_seld"]), int(resume["epoch"]) + 1
         log.info("resuming after epoch %d", first_epoch)
     else:
@@ -446,6 +448,9 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         for group in optimizer.param_groups:  # the rate is a function of the epoch too, so resuming needs no state
             group["lr"] = learning_rate(config, epoch)
         dataset.set_epoch(config.seed, epoch)
+        if not len(dataset):
+            raise SeldError(f"{config.data}: no training crops: every dev-train recording is shorter than half a crop "
+                            f"({config.crop_seconds / 2:g} s)")
         sampler = torch.utils.data.distributed.DistributedSampler(dataset, shuffle=False) if distributed else None
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=config.batch_size, shuffle=False, sampler=sampler, num_workers=config.workers,
@@ -488,7 +493,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         history.append(row)
         checkpoint = {
             "config": to_dict(config), "model": network.state_dict(), "optimizer": optimizer.state_dict(),
-            "epoch": epoch, "best_seld": best_seld, "history": history,
+            "epoch": epoch, "best_seld": best_seld, "history": history, "scaler": scaler.state_dict(),
         }
         if improved:
             save_checkpoint(run_dir / "best.pt", checkpoint)

@@ -1,5 +1,6 @@
 """DCASE CSV reading and writing: every variant, detection, headers, errors, file pairing."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,14 @@ def test_header_line_is_skipped(tmp_path):
     events = read_reference(path)
     assert events.frame.tolist() == [7]
     np.testing.assert_allclose(events.distance, [1.5])
+
+
+def test_a_first_row_with_a_typo_is_an_error_not_a_header(tmp_path):
+    path = tmp_path / "dev-test" / "ref.csv"
+    path.parent.mkdir()
+    path.write_text("l0,1,0,10,20\n1,1,0,10,20\n")
+    with pytest.raises(SeldError, match=f"{re.escape(str(path))} line 1: not a number"):
+        read_reference(path)
 
 
 def test_rows_keep_file_order(tmp_path):

@@ -166,6 +166,13 @@ def test_training_data_that_does_not_fit_the_model_stops_before_training(tmp_pat
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+def test_recordings_too_short_for_a_crop(tmp_path, seld_cli):
+    data = tiny_dataset(tmp_path / "data")  # 4 s recordings
+    result = seld_cli("train", "--data", data, "--out", tmp_path / "run", "--preset", "tiny", "epochs=1",
+                      "crop_seconds=10")
+    _one_line_error(result, str(data), "no training crops", "shorter than half a crop (5 s)")
+
+
 def test_nan_audio_in_a_loader_worker_is_one_line_naming_the_file(tmp_path, seld_cli):
     import soundfile
 
