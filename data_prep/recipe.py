@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seld.atomic import write_text_atomic
 from seld.models import default_model_dir
 
 # The settings the shipped models were made with (see models/*/README.md).
@@ -188,12 +189,8 @@ def combine_datasets(first: Path, more: Path, out: Path) -> Path:
                 if (source / kind / split).is_dir() and not link.is_symlink():
                     link.parent.mkdir(parents=True, exist_ok=True)
                     link.symlink_to((source / kind / split).resolve(), target_is_directory=True)
-    (out / "dataset.json").write_text((first / "dataset.json").read_text())
+    write_text_atomic(out / "dataset.json", (first / "dataset.json").read_text())
     return out
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 # ---------------------------------------------------------------- model card
@@ -365,7 +362,7 @@ def calibrate_threshold(model: Path, audio_folder: Path, references: Path) -> di
     info["thresholds"]["activity"] = best
     info["thresholds"]["calibration"] = {"data": str(audio_folder), "metric": "dcase2024 micro F",
                                          "scores": {str(k): round(v, 4) for k, v in scores.items()}}
-    (model / "seld.json").write_text(json.dumps(info, indent=1) + "\n")
+    write_text_atomic(model / "seld.json", json.dumps(info, indent=1) + "\n")
     return {"threshold": best, "scores": scores}
 
 
@@ -436,7 +433,7 @@ def write_card(model: Path, scores: dict, test_descriptions: dict[str, str], tra
     info = json.loads((model / "seld.json").read_text())
     info["metrics"]["test"] = {name: {"data": test_descriptions[name], **variants} for name, variants in scores.items()}
     info["training"].update(training)
-    (model / "seld.json").write_text(json.dumps(info, indent=1) + "\n")
+    write_text_atomic(model / "seld.json", json.dumps(info, indent=1) + "\n")
     fmt = info["format"]
     lines = [
         f"# seld default model: {fmt.upper()}",
@@ -488,4 +485,8 @@ def write_card(model: Path, scores: dict, test_descriptions: dict[str, str], tra
                   f": {'met' if all(r >= 0.9 for r in ratios.values()) else 'not met'}."]
     lines += ["", "## Limits", "", training["limits"], "", "## Reproduce", "", "```sh",
               f"python -m seld.data_prep.recipe {fmt} --out runs/recipe", "```", ""]
-    (model / "README.md").write_text("\n".join(lines))
+    write_text_atomic(model / "README.md", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

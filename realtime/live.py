@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from seld import SeldError
 from seld.realtime.capture import (BLOCK_S, QUEUE_S, BlockQueue, DeviceSource, FileSource, PortAudioMissing,
@@ -37,6 +38,8 @@ def live_command(args) -> int:
 def _live(args) -> int:
     if args.input and args.device:
         raise SeldError("--input and --device: give one source, a recording or a device")
+    if args.input and args.record and Path(args.record).resolve() == Path(args.input).resolve():
+        raise SeldError(f"--record {args.record}: is the --input file; recording would replace it")
     if args.input:
         from seld.audio import audio_info
 

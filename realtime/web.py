@@ -12,6 +12,7 @@ import collections
 import json
 import logging
 import queue
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
@@ -23,6 +24,17 @@ log = logging.getLogger(__name__)
 CLIENT_QUEUE = 64  # frames a page may lag behind before it loses some
 KEEPALIVE_S = 10.0
 HISTORY_FRAMES = 300  # the page's timeline: 30 s of label frames
+IDLE_TIMEOUT_S = 60.0  # a connection silent this long (no request yet, or a page not reading) is closed
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A page closed mid-reply is no error of ours; nothing is printed over the live view."""
+        error = sys.exc_info()[1]
+        level = logging.DEBUG if isinstance(error, (ConnectionError, TimeoutError)) else logging.WARNING
+        log.log(level, "web: a request from %s failed (%s)", client_address[0], error)
 
 
 class WebView:
@@ -61,14 +73,15 @@ class WebView:
                 self.end_headers()
                 self.wfile.write(body)
 
+            timeout = IDLE_TIMEOUT_S  # a connection that never sends its request (a preconnect) ends
+
             def log_message(self, format, *args):  # quiet: the terminal belongs to the live view
                 log.debug("web: " + format, *args)
 
         try:
-            self.server = ThreadingHTTPServer((host, port), Handler)
+            self.server = _Server((host, port), Handler)
         except OSError as error:
             raise SeldError(f"--web {port}: cannot listen on {host}:{port} ({error.strerror})") from None
-        self.server.daemon_threads = True
         self.url = f"http://{host}:{self.server.server_address[1]}/"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
                                        name="seld-web", daemon=True)
@@ -99,8 +112,8 @@ class WebView:
                     break
                 handler.wfile.write(message)
                 handler.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the page was closed
+        except (ConnectionError, TimeoutError):
+            pass  # the page was closed, or stopped reading
         finally:
             with self.clients_lock:
                 self.clients.discard(mailbox)

@@ -29,6 +29,16 @@ HANDLERS = {
 BENCHMARKS = ("features", "synth", "model", "accuracy", "annotate", "stream", "gpu")
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535; 0 picks a free one)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seld",
@@ -101,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model package folder (default: the shipped model for --format)")
     p.add_argument("--format", choices=["foa", "mic"], default="foa", help="shipped model to use without --model")
     p.add_argument("--channels", help="1-based device channels to use as the array's capsules, e.g. 1,2,3,4")
-    p.add_argument("--web", type=int, metavar="PORT", help="serve a live web view on 127.0.0.1:PORT")
+    p.add_argument("--web", type=_port, metavar="PORT", help="serve a live web view on 127.0.0.1:PORT")
     p.add_argument("--json", action="store_true", help="print one JSON object per label frame")
     p.add_argument("--record", metavar="FILE.wav", help="save the raw input")
     p.add_argument("--input", metavar="FILE.wav", help="play a recording through the loop at real speed")

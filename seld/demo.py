@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from seld import SeldError
+from seld.atomic import write_text_atomic
 from seld.audio import SAMPLE_RATE, write_audio
 from seld.decode import assign_tracks, track_events
 from seld.formats import read_reference
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["foa", "mic"], default="foa", help="which shipped model")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the scene")
     args = parser.parse_args(argv)
+    if not args.seconds > 0:
+        parser.error(f"--seconds must be more than 0, not {args.seconds:g}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out}: exists and is not a folder")
     try:
         return run(Path(args.out), args.format, args.seconds)
     except SeldError as error:
@@ -93,8 +98,7 @@ def run(out: Path, format_name: str, seconds: float) -> int:
     wav, reference_csv = out / "scene.wav", out / "scene_truth.csv"
     write_audio(wav, audio, SAMPLE_RATE)
     rows = scene.labels
-    reference_csv.parent.mkdir(parents=True, exist_ok=True)
-    reference_csv.write_text("".join(",".join(str(int(v)) for v in row) + "\n" for row in rows))
+    write_text_atomic(reference_csv, "".join(",".join(str(int(v)) for v in row) + "\n" for row in rows))
     print(f"scene: {wav} ({seconds:g} s, {format_name}, room unseen in training, "
           f"{len(scene.scene.events)} events, {sum(e.moving for e in scene.scene.events)} moving)")
 

@@ -457,6 +457,38 @@ def test_live_errors_name_the_file(tmp_path):
     assert result.returncode == 1 and "give one source" in result.stderr
 
 
+def test_live_refuses_to_record_over_its_input_and_a_port_out_of_range(tmp_path):
+    path = tmp_path / "scene.wav"
+    tone_file(path, RATE, 4, loud_channel=1, seconds=0.5, onset_s=0.1)
+    before = path.read_bytes()
+    result = run_seld("live", "--input", path, "--record", tmp_path / "." / "scene.wav")
+    assert result.returncode == 1 and "is the --input file" in result.stderr and "Traceback" not in result.stderr
+    assert path.read_bytes() == before
+    result = run_seld("live", "--input", path, "--web", "70000")
+    assert result.returncode == 2 and "70000 is not a port" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_web_view_keeps_quiet_about_pages_that_go_away(capfd):
+    import socket
+    import struct
+
+    from seld.realtime.web import WebView
+
+    web = WebView(0, {"class_names": []})
+    try:
+        for _ in range(5):
+            client = socket.create_connection(("127.0.0.1", web.server.server_address[1]))
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, not close
+            client.close()
+        connection = http.client.HTTPConnection("127.0.0.1", web.server.server_address[1], timeout=5)
+        connection.request("GET", "/info")
+        assert connection.getresponse().status == 200  # the server goes on
+    finally:
+        web.close({})
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_a_closed_output_pipe_ends_the_run_quietly(tmp_path):
     """`seld live --json | head -1`: the reader goes away; seld stops without a traceback
     and keeps what it recorded."""

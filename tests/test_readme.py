@@ -54,3 +54,26 @@ def _venv_on_top_of_ours(venv):
     # site-packages) stays inactive there, so the clone imports its own seld.
     ours = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
     (Path(site_packages) / "seld_test_ours.pth").write_text("".join(f"{path}\n" for path in sorted(ours)))
+
+
+@pytest.mark.parametrize("arguments, message", [(["--seconds", "0"], "--seconds must be more than 0"),
+                                                (["--out", "FILE"], "exists and is not a folder")])
+def test_demo_refuses_bad_arguments_in_one_line(tmp_path, capsys, arguments, message):
+    from seld.demo import main
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit) as exit:
+        main([str(tmp_path / "afile") if a == "FILE" else a for a in arguments])
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_recipe_runs_main_only_after_every_definition():
+    """`python -m seld.data_prep.recipe` once called main() from the middle of the module: hours of
+    training, then a NameError for the scoring functions defined below it."""
+    import ast
+
+    import seld.data_prep.recipe as recipe
+
+    body = ast.parse(Path(recipe.__file__).read_text()).body
+    mains = [index for index, node in enumerate(body) if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+    assert mains == [len(body) - 1]
