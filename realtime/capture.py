@@ -204,11 +204,11 @@ class DeviceSource:
     def stop(self) -> None:
         self._stopping = True
         if self.stream is not None:
-            try:
-                self.stream.stop()
-                self.stream.close()
-            except Exception as error:  # a lost device may refuse to stop; nothing is left to save
-                log.debug("%s: stopping the stream: %s", self.name, error)
+            for step in (self.stream.stop, self.stream.close):  # close even when stop fails
+                try:
+                    step()
+                except Exception as error:  # a lost device may refuse; nothing is left to save
+                    log.debug("%s: %s the stream: %s", self.name, step.__name__, error)
             self.stream = None
 
 

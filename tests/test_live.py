@@ -193,6 +193,25 @@ def test_block_queue_put_allocates_nothing_but_a_slot_number():
     assert grown < channels * block_samples * 4, f"put allocated {grown} bytes over 100 blocks"
 
 
+def test_a_device_that_refuses_to_stop_is_closed_anyway():
+    from seld.realtime.capture import DeviceSource
+
+    calls = []
+
+    class LostDevice:
+        def stop(self):
+            calls.append("stop")
+            raise RuntimeError("Unanticipated host error")
+
+        def close(self):
+            calls.append("close")
+
+    source = object.__new__(DeviceSource)
+    source.name, source.stream = "usb array", LostDevice()
+    source.stop()
+    assert calls == ["stop", "close"] and source.stream is None
+
+
 def test_parse_and_select_channels():
     assert parse_channels(None, 4) is None
     assert parse_channels("1,2,3,4", 4) == [0, 1, 2, 3]
