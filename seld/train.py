@@ -20,13 +20,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from seld import SeldError
 from seld.arrays import array_for_format
 from seld.atomic import atomic_path, write_text_atomic
-from seld.audio import read_audio
+from seld.audio import LABEL_HOP, read_audio
 from seld.augment import channel_swaps
 from seld.config import apply_overrides, from_dict, load_toml, to_dict
 from seld.dataset import CropDataset, Recording, check_metadata, split_recordings
@@ -328,6 +329,8 @@ def validate(network: SeldNetwork, recordings: list[Recording], config: TrainCon
     scorer = SeldScorer("dcase2024", "macro", use_distance=layout.distance, num_classes=len(config.classes))
     for recording in recordings:
         audio, _ = read_audio(recording.audio_path, channels=network.num_channels)
+        # Zero-padded to whole label frames, as the engine does: the last partial frame is scored too.
+        audio = np.pad(audio, ((0, 0), (0, -audio.shape[1] % LABEL_HOP)))
         outputs = network(torch.from_numpy(audio)[None].to(device))[0].float().cpu().numpy()
         detections = decode(outputs, layout, threshold=config.threshold)
         reference = read_reference(recording.metadata_path)

@@ -186,6 +186,23 @@ def test_nan_audio_in_a_loader_worker_is_one_line_naming_the_file(tmp_path, seld
     _one_line_error(result, str(wav), "NaN or Inf samples (first at 1.000 s)")
 
 
+def test_validation_scores_a_recordings_last_partial_frame(tmp_path):
+    from seld.dataset import find_recordings
+    from seld.model import preset
+    from seld.network import SeldNetwork
+    from seld.spectrum import FeatureConfig
+    from seld.train import resolve_config, validate
+
+    write_scene(tmp_path, "dev-val", "short", "foa", [(2, 60, 10, 2.0, 3.9, 4.05)], seconds=4.05)
+    config = resolve_config("foa", "tiny", None, [], str(tmp_path))
+    network = SeldNetwork(FeatureConfig(), preset("tiny"), FOA)
+    frames = []
+    forward = network.forward
+    network.forward = lambda audio, **kwargs: frames.append(audio.shape[-1]) or forward(audio, **kwargs)
+    validate(network, find_recordings(tmp_path, "foa", "dev-val"), config, torch.device("cpu"))
+    assert frames == [41 * 2400]  # 4.05 s: 40 whole label frames and a part of the 41st, which has a label
+
+
 def test_tiny_model_overfits_one_static_source(tmp_path):
     """A few seconds, one source of class 2 at azimuth 60, elevation 10: found, within 10 degrees."""
     for split in ("dev-train", "dev-val"):
