@@ -87,6 +87,13 @@ def rigid_sphere_response(cos_theta: np.ndarray, freqs: np.ndarray, radius: floa
     return out
 
 
+def largest_capsule_radius(nearest_source_m: float) -> float:
+    """How far from the array centre a capsule may sit when sources come as near as `nearest_source_m`:
+    responses are rendered from the centre's arrival, CENTRE samples into each filter, so a capsule
+    may hear a source at most that much earlier than the centre does."""
+    return nearest_source_m - CENTRE * SPEED_OF_SOUND / SAMPLE_RATE
+
+
 class ArrayModel:
     """The response of one array (FOA, rigid sphere or open) to image sources and to
     diffuse fields. Build with :func:`array_model` (cached)."""

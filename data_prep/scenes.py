@@ -28,13 +28,13 @@ from seld.arrays import Array
 from seld.audio import LABEL_HOP, SAMPLE_RATE
 from seld.data_prep.array_response import IR_LENGTH, TAPS, array_model, band_masks
 from seld.data_prep.rooms import SPEED_OF_SOUND, RoomSpec, image_sources, reverb_energy
-from seld.data_prep.sound_bank import frame_energies
+from seld.data_prep.sound_bank import STARSS23_CLASSES, class_key, frame_energies
 
 WINDOW = 2 * LABEL_HOP
 SEGMENT_FFT = 8192  # >= WINDOW + IR_LENGTH - 1
-# Per-class level offsets in dB for the 13 STARSS23 classes (louder doors and claps,
+# Per-class level offsets in dB for the STARSS23 classes, by name (louder doors and claps,
 # quieter taps and steps); other classes get 0.
-CLASS_LEVELS_DB = (0, 0, 2, -2, 1, -4, -4, 3, -2, -2, -6, 0, 2)
+CLASS_LEVELS_DB = dict(zip(STARSS23_CLASSES, (0, 0, 2, -2, 1, -4, -4, 3, -2, -2, -6, 0, 2)))
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ def generate_scene(rng: np.random.Generator, room: RoomSpec, bank, settings: Sce
                 signal = signal[: scene.samples - onset].copy()
                 fade = min(len(signal), 480)
                 signal[-fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
-            level = CLASS_LEVELS_DB[class_index] if classes == 13 else 0.0
+            level = CLASS_LEVELS_DB.get(class_key(bank.classes[class_index]), 0.0)
             signal = signal * np.float32(10 ** ((level + rng.uniform(-1, 1) * settings.level_spread_db) / 20))
             first = onset // LABEL_HOP - 1
             last = (onset + len(signal) - 1) // LABEL_HOP + 1

@@ -457,6 +457,12 @@ ALIASES = {
 }
 
 
+def class_key(name: str) -> str:
+    """The built-in name a class goes by: 'Female speech, woman speaking' -> 'female_speech'."""
+    key = normalize_class_name(name)
+    return ALIASES.get(key, key)
+
+
 class ProceduralBank:
     """Synthetic sounds, one distinct family per class, deterministic from the rng."""
 
@@ -464,8 +470,7 @@ class ProceduralBank:
         self.classes = tuple(classes)
         self.generators: list[Callable | None] = []
         for name in self.classes:
-            key = normalize_class_name(name)
-            key = ALIASES.get(key, key)
+            key = class_key(name)
             if key not in GENERATORS and not allow_missing:
                 raise SeldError(
                     f"class {name!r}: no procedural sounds for it (built in: {', '.join(GENERATORS)}); give --sounds DIR"
@@ -491,20 +496,19 @@ class FolderBank:
         if not self.root.is_dir():
             raise SeldError(f"{self.root}: not a folder (the sound folder holds one subfolder per class)")
         try:
-            folders = {normalize_class_name(p.name): p for p in self.root.iterdir() if p.is_dir()}
+            folders = {class_key(p.name): p for p in self.root.iterdir() if p.is_dir()}
         except OSError as error:
             raise SeldError(f"{self.root}: cannot read the sound folder ({error.strerror or error})") from None
         if not folders:
             raise SeldError(f"{self.root}: no class subfolders (expected one folder per class, e.g. {self.root}/bell/)")
         self.files: list[tuple[Path, ...]] = []
         for name in self.classes:
-            key = normalize_class_name(name)
-            folder = folders.get(key) or folders.get(ALIASES.get(key, key))
+            folder = folders.get(class_key(name))
             if folder is None and allow_missing:
                 self.files.append(())
                 continue
             if folder is None:
-                raise SeldError(f"{self.root}: no subfolder for class {name!r} (found: {', '.join(sorted(folders))})")
+                raise SeldError(f"{self.root}: no subfolder for class {name!r} (found: {', '.join(sorted(p.name for p in folders.values()))})")
             try:
                 if not os.access(folder, os.R_OK | os.X_OK):
                     raise PermissionError(errno.EACCES, "Permission denied")

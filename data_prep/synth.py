@@ -29,6 +29,7 @@ from seld.arrays import Array, array_for_format, load_array
 from seld.audio import SAMPLE_RATE, write_audio
 from seld.atomic import write_text_atomic
 from seld.data_prep import check_writable
+from seld.data_prep.array_response import largest_capsule_radius
 from seld.data_prep.rooms import RoomSpec, random_room
 from seld.data_prep.scenes import Scene, SceneSettings, generate_scene, label_rows, render_scene
 from seld.data_prep.sound_bank import STARSS23_CLASSES, make_bank
@@ -215,6 +216,12 @@ def synth_command(args) -> int:
             raise SeldError(f"{args.array}: a {custom.kind} array, but --format {args.format} renders no {custom.kind}")
     bank = make_bank(classes, args.sounds, share)  # checks the sound folder before any work
     settings = SceneSettings(duration_s=float(args.duration), max_polyphony=int(args.max_polyphony))
+    if args.array and custom.capsules_m:
+        radius, limit = max(math.dist(c, (0, 0, 0)) for c in custom.capsules_m), largest_capsule_radius(
+            settings.distance_range_m[0])
+        if radius > limit:
+            raise SeldError(f"{args.array}: a capsule {radius:.2f} m from the array centre; sources come as near as "
+                            f"{settings.distance_range_m[0]:g} m, so capsules must be within {limit:.2f} m")
     mixtures = plan(args.minutes, args.duration, args.rooms)
     check_writable(out)
 

@@ -414,6 +414,18 @@ def test_procedural_sounds_are_loud_where_they_are_labelled(class_name):
     assert loud / labelled >= 0.6
 
 
+def test_sound_folders_and_levels_go_by_class_name(tmp_path):
+    from seld.data_prep.scenes import CLASS_LEVELS_DB
+    from seld.data_prep.sound_bank import FolderBank, class_key
+
+    folder = tmp_path / "sounds" / "Female speech, woman speaking"  # the STARSS23 long name
+    folder.mkdir(parents=True)
+    soundfile.write(folder / "a.wav", noise(0.5), 24000)
+    assert FolderBank(tmp_path / "sounds", ["female_speech"]).files[0] == (folder / "a.wav",)
+    # Any order of any class list: a door is a door (the offsets once went by position in the list).
+    assert CLASS_LEVELS_DB[class_key("Door open or close")] == 3 and class_key("dog") not in CLASS_LEVELS_DB
+
+
 def test_sound_folder_with_other_classes(tmp_path):
     sounds = tmp_path / "sounds"
     rng = np.random.default_rng(0)
@@ -441,7 +453,8 @@ def test_array_file_replaces_the_mic_array(tmp_path):
     assert json.loads((out / "dataset.json").read_text())["formats"]["mic"]["name"] == "line3"
 
 
-@pytest.mark.parametrize("case", ["unwritable", "bad_array", "empty_sounds", "missing_class", "unknown_class", "rooms"])
+@pytest.mark.parametrize("case", ["unwritable", "bad_array", "wide_array", "empty_sounds", "missing_class",
+                                  "unknown_class", "rooms"])
 def test_bad_input_is_one_clear_line_before_any_work(case, tmp_path, capsys):
     out = tmp_path / "data"
     extra: list[str] = []
@@ -451,6 +464,9 @@ def test_bad_input_is_one_clear_line_before_any_work(case, tmp_path, capsys):
     elif case == "bad_array":
         (tmp_path / "array.json").write_text('{"kind": "mic", "capsules_m": [[0, 0]]}')
         extra = ["--array", str(tmp_path / "array.json")]
+    elif case == "wide_array":  # capsules a table apart: a near source would reach one before its filter starts
+        (tmp_path / "wide.json").write_text('{"kind": "mic", "capsules_m": [[0.4, 0, 0], [-0.4, 0, 0]]}')
+        extra = ["--array", str(tmp_path / "wide.json"), "--format", "mic"]
     elif case == "empty_sounds":
         (tmp_path / "sounds" / "bell").mkdir(parents=True)
         extra = ["--sounds", str(tmp_path / "sounds"), "--classes", "bell"]
@@ -466,6 +482,7 @@ def test_bad_input_is_one_clear_line_before_any_work(case, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "error" in err
     assert not (out / "foa_dev").exists()
-    expected = {"unwritable": "file", "bad_array": "array.json", "empty_sounds": "bell",
+    expected = {"unwritable": "file", "bad_array": "array.json", "wide_array": "wide.json: a capsule 0.40 m",
+                "empty_sounds": "bell",
                 "missing_class": "knock", "unknown_class": "spaceship", "rooms": "--rooms"}[case]
     assert expected in err
