@@ -234,7 +234,8 @@ def describe_training(run: Path, foa_run: Path, sounds: Path) -> dict:
             "compute_hours": round(hours, 2), "device": "2-core CPU",
             "limits": "Trained and tested on synthetic scenes only: not tested on real recordings (STARSS23 or a "
                       "live array), where accuracy will be lower. The real-recording bank covers 9 of the 13 "
-                      "classes. Trained for a few hours on a 2-core CPU, far short of the DCASE baselines' budget: "
+                      "classes. Trained on a 2-core CPU (its hours are in the training section), far short of the DCASE "
+                      "baselines' budget: "
                       "see the metrics above for what it reaches."}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from seld import SeldError, __version__
@@ -159,3 +160,6 @@ def cli(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"seld {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the output went away (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush fails quietly too
+        return 141  # as a shell reports a command ended by SIGPIPE

@@ -511,11 +511,24 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     return row
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SeldError(f"{path}: cannot read it ({error})") from None
+
+
 def train_command(args) -> int:
     if args.resume:
         run_dir = Path(args.resume)
-        checkpoint = load_checkpoint(run_dir / "last.pt")
-        config = from_dict(TrainConfig, checkpoint["config"], str(run_dir / "last.pt"))
+        if not (run_dir / "last.pt").exists() and (run_dir / "config.json").is_file():
+            # Stopped in its first epoch: nothing to resume, so it starts again with the same config.
+            checkpoint = None
+            config = from_dict(TrainConfig, _read_json(run_dir / "config.json"), str(run_dir / "config.json"))
+            log.info("%s: no epoch finished yet; starting it again", run_dir)
+        else:
+            checkpoint = load_checkpoint(run_dir / "last.pt")
+            config = from_dict(TrainConfig, checkpoint["config"], str(run_dir / "last.pt"))
         if args.overrides:
             config = apply_overrides(config, args.overrides)
     else:

@@ -44,3 +44,17 @@ def test_array_file_round_trip_and_errors(tmp_path):
     path.write_text(json.dumps({"name": "x", "kind": "mic", "capsules_m": [[0, 0]]}))
     with pytest.raises(SeldError, match="array.json"):
         load_array(path)
+
+
+def test_output_cut_short_by_a_closed_pipe_is_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import tiny_dataset
+
+    references = tiny_dataset(tmp_path / "data") / "metadata_dev"
+    process = subprocess.Popen([sys.executable, "-m", "seld", "evaluate", "--ref", str(references), "--pred",
+                                str(references), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # as `| head -c 0` would, before seld writes anything
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and "Traceback" not in stderr, stderr

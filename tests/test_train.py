@@ -108,6 +108,18 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path):
         assert torch.equal(whole[name], resumed[name]), name
 
 
+def test_resume_of_a_run_stopped_in_its_first_epoch_starts_it_again(tmp_path):
+    data = tiny_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    train_in_a_fresh_process("--data", str(data), "--out", str(run), "--preset", "tiny", "epochs=1")
+    whole = state_of(run)
+    for name in ("last.pt", "best.pt", "metrics.csv"):  # as a kill in epoch 1 leaves it: config.json only
+        (run / name).unlink()
+    train_in_a_fresh_process("--resume", str(run))
+    resumed = state_of(run)
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+
+
 def test_resume_writes_again_the_logs_a_kill_cut_short(tiny_run, tmp_path):
     """A kill after last.pt but before metrics.csv and TensorBoard: resuming a finished run fills them in."""
     import shutil
