@@ -38,18 +38,25 @@ def put_in_place(temporary: str | os.PathLike, path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path to write `path`'s content to: renamed to `path` when the block ends,
-    removed (and the error raised on) when it raises."""
-    path = Path(path)
-    descriptor, temporary = temporary_beside(path)
+def temporary_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A new temporary file beside `path`, removed (and the error raised on) when the block raises;
+    kept when it ends, for the caller to put in place (with others: see seld.outputs)."""
+    descriptor, temporary = temporary_beside(Path(path))
     os.close(descriptor)
     try:
         yield Path(temporary)
-        put_in_place(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path to write `path`'s content to: renamed to `path` when the block ends,
+    removed (and the error raised on) when it raises."""
+    with temporary_path(path) as temporary:
+        yield temporary
+        put_in_place(temporary, Path(path))
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from seld.atomic import atomic_path, put_in_place, temporary_beside, write_bytes_atomic
+from seld.atomic import atomic_path, put_in_place, temporary_beside, temporary_path, write_bytes_atomic
 from seld.decode import Detection, EventTracker, OutputLayout, vector_to_angles
 from seld.formats import Events
 
@@ -128,11 +128,14 @@ class FileOutputs:
         try:
             self._keep(self.tracker.flush())
             self.events.sort(key=operator.itemgetter(0))
-            document = _events_document(source, model, sample_rate, duration_s, [text for _, text in self.events])
-            written.append(_written_beside(output_path(self.stem, ".json"), lambda path: path.write_bytes(document)))
+            with temporary_path(output_path(self.stem, ".json")) as json_temporary:
+                json_temporary.write_bytes(_events_document(source, model, sample_rate, duration_s,
+                                                            [text for _, text in self.events]))
+            written.append((json_temporary, output_path(self.stem, ".json")))
             if self.detections is not None:
-                written.append(_written_beside(output_path(self.stem, ".png"), lambda path: write_plot(
-                    path, self.detections, self.class_names, duration_s, str(source))))
+                with temporary_path(output_path(self.stem, ".png")) as png_temporary:
+                    write_plot(png_temporary, self.detections, self.class_names, duration_s, str(source))
+                written.append((png_temporary, output_path(self.stem, ".png")))
             self.csv.close()
             written.append((Path(self.csv_temporary), output_path(self.stem, ".csv")))
             for temporary, final in written:
@@ -155,18 +158,6 @@ class FileOutputs:
 def output_path(stem: Path, suffix: str) -> Path:
     """OUT/NAME + suffix; not Path.with_suffix, which would turn rec.2024 into rec.csv."""
     return stem.with_name(stem.name + suffix)
-
-
-def _written_beside(final: Path, write) -> tuple[Path, Path]:
-    """(temporary, final): `write(temporary)` done, the temporary removed if it raised."""
-    descriptor, temporary = temporary_beside(final)
-    os.close(descriptor)
-    try:
-        write(Path(temporary))
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return Path(temporary), final
 
 
 def detections_to_events(detections: Sequence[Detection], with_distance: bool) -> Events:

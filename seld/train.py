@@ -93,16 +93,20 @@ def default_front_end(preset_name: str, format_name: str) -> str:
     return "foa_logmel_iv" if format_name == "foa" else "mic_logmel_gcc"
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SeldError(f"{path}: not valid JSON: {error}") from None
+
+
 def dataset_defaults(root: str | Path) -> dict:
     """Settings a dataset states in its ROOT/dataset.json (written by `seld synth` and the
     dataset converters): its classes, and whether its metadata has distances."""
     path = Path(root) / "dataset.json"
     if not path.is_file():
         return {}
-    try:
-        description = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise SeldError(f"{path}: not valid JSON: {error}") from None
+    description = _read_json(path)
     defaults: dict = {}
     if description.get("classes"):
         defaults["classes"] = list(description["classes"])
@@ -509,13 +513,6 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     if distributed:
         torch.distributed.destroy_process_group()
     return row
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise SeldError(f"{path}: cannot read it ({error})") from None
 
 
 def train_command(args) -> int:
