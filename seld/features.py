@@ -274,6 +274,8 @@ class FrontEnd(nn.Module):
         """padded [batch, channels, (window - hop) + frames * hop] -> (real, imag)."""
         c = self.config
         if self._use_fft():
+            if padded.shape[-1] < c.window:  # a signal shorter than a hop has no frame (unfold would fail)
+                return (padded.new_zeros(*padded.shape[:2], 0, c.num_bins),) * 2
             offset = (c.n_fft - c.window) // 2
             frames = padded.unfold(-1, c.window, c.hop) * self.window
             spectrum = torch.fft.rfft(F.pad(frames, (offset, c.n_fft - c.window - offset)), dim=-1)

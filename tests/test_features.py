@@ -115,6 +115,19 @@ def test_shapes_frame_counts_and_any_number_of_mics():
     assert torch.allclose(batched[1:2], single, atol=1e-5)
 
 
+@pytest.mark.parametrize("dft", ["fft", "matmul"])
+def test_a_signal_shorter_than_a_hop_has_no_frames(dft):
+    for name, array in ARRAYS.items():
+        front_end = make_front_end(name, array)
+        front_end.dft = dft
+        for samples in (0, HOP - 1):
+            audio = torch.zeros(2, 4, samples)
+            with torch.no_grad():
+                assert front_end(audio).shape == (2, *SHAPES[name][:1], 0, SHAPES[name][1])
+                real, imag = front_end.spectrum(audio)
+            assert real.shape == imag.shape == (2, 4, 0, 513)
+
+
 def test_mel_bank_equals_librosa():
     librosa = pytest.importorskip("librosa")
     ours = mel_filter_bank(24_000, 1024, 64)
