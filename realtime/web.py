@@ -43,7 +43,7 @@ class WebView:
     def __init__(self, port: int, info: dict, host: str = "127.0.0.1"):
         self.info = info
         self.clients: set[queue.Queue] = set()
-        self.history: collections.deque[bytes] = collections.deque(maxlen=HISTORY_FRAMES)
+        self.history: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=HISTORY_FRAMES)  # (frame, message)
         self.clients_lock = threading.Lock()
         self.closing = False
         self.end_message = b""
@@ -94,8 +94,14 @@ class WebView:
         handler.send_header("Connection", "keep-alive")
         handler.end_headers()
         mailbox: queue.Queue = queue.Queue(CLIENT_QUEUE)
+        # A page that reconnects says the last frame it got (EventSource sends the last `id:`):
+        # it gets only the frames after it, not its timeline twice.
+        try:
+            seen = int(handler.headers.get("Last-Event-ID", -1))
+        except ValueError:
+            seen = -1
         with self.clients_lock:  # with close(): a page gets the end event however late it comes
-            backlog = list(self.history)  # a page opened mid-run starts with a full timeline
+            backlog = [message for frame, message in self.history if frame > seen]  # opened mid-run: the timeline so far
             if self.closing:
                 backlog.append(self.end_message)
             else:
@@ -118,10 +124,10 @@ class WebView:
             with self.clients_lock:
                 self.clients.discard(mailbox)
 
-    def _publish(self, message: bytes | None, keep: bool = False) -> None:
+    def _publish(self, message: bytes, frame: int | None = None) -> None:
         with self.clients_lock:
-            if keep:
-                self.history.append(message)
+            if frame is not None:
+                self.history.append((frame, message))
             clients = list(self.clients)
         for mailbox in clients:
             try:
@@ -131,8 +137,8 @@ class WebView:
 
     def frame(self, frame: dict, stats: dict) -> None:
         self.last_stats = stats
-        self._publish(b"event: frame\ndata: " + json.dumps({"frame": frame, "stats": stats}).encode() + b"\n\n",
-                      keep=True)
+        self._publish(f"id: {frame['frame']}\nevent: frame\ndata: ".encode()
+                      + json.dumps({"frame": frame, "stats": stats}).encode() + b"\n\n", frame=frame["frame"])
 
     def idle(self, stats: dict) -> None:
         self.last_stats = stats

@@ -487,6 +487,49 @@ def test_live_refuses_to_record_over_its_input_and_a_port_out_of_range(tmp_path)
     assert result.returncode == 2 and "70000 is not a port" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_web_view_resends_only_the_frames_a_reconnecting_page_missed():
+    """EventSource reconnects with the last `id:` it got as Last-Event-ID: the page then gets
+    the frames after it, not its whole timeline again (which it would draw twice)."""
+    from seld.realtime.web import WebView
+
+    web = WebView(0, {"class_names": ["tone"]})
+    port = web.server.server_address[1]
+    for index in range(10):
+        web.frame({"frame": index, "events": []}, {"elapsed_s": index / 10})
+
+    def frames_received(headers: dict) -> list[int]:
+        events = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        events.request("GET", "/events", headers=headers)
+        response = events.getresponse()
+        ids, frames = [], []
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("id: "):
+                ids.append(int(line[4:]))
+            elif line.startswith("data: ") and "frame" in json.loads(line[6:]):
+                frames.append(json.loads(line[6:])["frame"]["frame"])
+            elif line.startswith("event: end"):
+                break
+        assert ids == frames
+        return frames
+
+    try:
+        results: dict[str, list[int]] = {}
+        listeners = [threading.Thread(target=lambda k=key, h=headers: results.__setitem__(k, frames_received(h)),
+                                      daemon=True)
+                     for key, headers in (("new", {}), ("back", {"Last-Event-ID": "6"}),
+                                          ("odd", {"Last-Event-ID": "x"}))]
+        for listener in listeners:
+            listener.start()
+        time.sleep(0.5)
+        web.frame({"frame": 10, "events": []}, {"elapsed_s": 1.0})
+    finally:
+        web.close({"elapsed_s": 1.0})
+    for listener in listeners:
+        listener.join(timeout=5)
+    assert results == {"new": list(range(11)), "back": [7, 8, 9, 10], "odd": list(range(11))}
+
+
 def test_web_view_keeps_quiet_about_pages_that_go_away(capfd):
     import socket
     import struct
