@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from seld.atomic import atomic_path
 from seld.dataset import Recording
 
 log = logging.getLogger(__name__)
+TEMPORARY_MAX_AGE_S = 3600.0
 
 
 def cache_folder(root: Path, features_config: dict, array_name: str, crop_frames: int) -> Path:
@@ -39,6 +41,7 @@ def cache_features(network, recordings: list[Recording], folder: Path, crop_fram
                    device: torch.device) -> list[Path]:
     """The cached feature file of every recording, computing those not there yet."""
     folder.mkdir(parents=True, exist_ok=True)
+    remove_half_written(folder)
     paths = []
     computed = 0
     for recording in recordings:
@@ -70,6 +73,17 @@ def remove_stale(path: Path, recording: Recording) -> None:
         for old in path.parent.iterdir():
             if stale.fullmatch(old.name):
                 old.unlink(missing_ok=True)
+
+
+def remove_half_written(folder: Path) -> None:
+    """Temporaries of runs killed while writing, once an hour old (a file takes seconds to
+    write, so no run still writes them)."""
+    for temporary in folder.glob("*/.*.npy.*.tmp"):
+        try:
+            if time.time() - temporary.stat().st_mtime > TEMPORARY_MAX_AGE_S:
+                temporary.unlink()
+        except OSError:
+            pass  # gone already
 
 
 def save_atomic(path: Path, array: np.ndarray) -> None:

@@ -311,11 +311,17 @@ def test_feature_cache_gives_the_features_of_audio_crops(tmp_path, caplog):
     # The dataset made again into the same folder, longer: its features are computed again.
     write_scene(data, "dev-train", "fold1_room1_mix002", "foa", [(0, 90, 0, 1.0, 0.5, 5.5)], seconds=6.0, seed=9)
     recordings = split_recordings(data, "foa")[0]
+    # Temporaries of runs killed while writing: an old one goes; a fresh one may be another run's.
+    killed, writing = (paths[1].parent / f".{paths[1].name}.{tag}.tmp" for tag in ("k1ll3d", "wr1t1n"))
+    for temporary in (killed, writing):
+        temporary.write_bytes(b"half")
+    os.utime(killed, (time.time() - 7200, time.time() - 7200))
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="seld.feature_cache"):
         paths = cache_features(network, recordings, folder, 20, torch.device("cpu"))
     assert "1 files computed, 1 reused" in caplog.text
     assert sorted(cache.rglob("*.npy")) == sorted(paths)  # the stale file is gone
+    assert not killed.exists() and writing.exists()
     assert np.load(paths[1]).shape[1] == 5 * (recordings[1].label_frames + 20)
 
 
