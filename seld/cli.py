@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--average", choices=["macro", "micro"], default="macro", help="class averaging")
     p.add_argument("--no-distance", action="store_true", help="ignore distances (dcase2024)")
     p.add_argument("--classes", type=int, default=13, help="number of classes")
+    p.add_argument("--pred-format", choices=["auto", "polar", "cartesian"], default="auto",
+                   help="6-column predictions: azimuth,elevation,distance_m (polar) or x,y,z (cartesian); "
+                        "auto: cartesian when every x, y, z lies in [-1, 1], as the baselines write them")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("live", help="run the model live on a microphone array")

@@ -16,9 +16,12 @@ columns     reference (metadata)                        prediction
 7           frame,class,source,x,y,z,distance_cm        frame,class,track,x,y,z,distance_m
 ==========  ==========================================  =================================
 
-A 6-column prediction file is Cartesian when columns 4-6 of every row form a unit
-vector (|norm - 1| < 1e-3), polar with distance otherwise. Files are written
-without a header; a header line, if present, is skipped when reading.
+A 6-column prediction file is read as Cartesian when columns 4-6 of every row are a
+direction vector as the baselines write them (every component within [-1, 1], not all
+zero: raw ACCDOA outputs are not unit vectors), polar with distance otherwise; a file
+of polar rows all within a degree of straight ahead and 1 m away reads as Cartesian, so
+``six_columns`` ("polar" or "cartesian") can say which. Files are written without a
+header; a header line, if present, is skipped when reading.
 
 numpy only: this module is on the inference path and must not import torch.
 """
@@ -37,9 +40,8 @@ from seld import SeldError
 from seld.atomic import write_text_atomic
 
 Kind = Literal["reference", "prediction"]
-
-# |norm - 1| below this on every row makes a 6-column prediction file Cartesian.
-UNIT_NORM_TOLERANCE = 1e-3
+SIX_COLUMNS = ("auto", "polar", "cartesian")  # how a 6-column prediction file is read
+_LARGEST_INDEX = 2**31 - 1  # frames (6.8 years at 10 per second), classes and tracks
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,8 @@ def _read_rows(path: Path) -> tuple[list[tuple[int, int, int, list[float]]], int
             raise SeldError(f"{label} line {line_number}: not a number: {error}") from None
         if frame < 0 or class_index < 0:
             raise SeldError(f"{label} line {line_number}: frame and class must be >= 0, got {frame}, {class_index}")
+        if max(frame, class_index, abs(track)) > _LARGEST_INDEX:
+            raise SeldError(f"{label} line {line_number}: frame, class or track beyond {_LARGEST_INDEX}")
         if not all(math.isfinite(number) for number in numbers):
             raise SeldError(f"{label} line {line_number}: non-finite value")
         rows.append((frame, class_index, track, numbers))
@@ -183,18 +187,21 @@ def _read_rows(path: Path) -> tuple[list[tuple[int, int, int, list[float]]], int
 
 
 def _is_cartesian_6(numbers: np.ndarray) -> bool:
-    norms = np.sqrt((numbers[:, :3] ** 2).sum(axis=1))
-    return bool(np.all(np.abs(norms - 1.0) < UNIT_NORM_TOLERANCE))
+    vectors = numbers[:, :3]
+    return bool(np.all(np.abs(vectors) <= 1.0) and np.all(np.abs(vectors).max(axis=1) > 0))
 
 
-def read_events(path: str | os.PathLike, kind: Kind) -> Events:
+def read_events(path: str | os.PathLike, kind: Kind, six_columns: str = "auto") -> Events:
     """Read a reference (``kind="reference"``, distance in cm) or prediction (distance in m) CSV.
+    ``six_columns``: how a 6-column prediction file is read (see the module docstring).
 
     Raises SeldError naming the file and line for a malformed row. An empty file
     gives no events and counts as having distance (nothing contradicts it).
     """
     if kind not in ("reference", "prediction"):
         raise ValueError(f"kind must be 'reference' or 'prediction', not {kind!r}")
+    if six_columns not in SIX_COLUMNS:
+        raise ValueError(f"six_columns must be one of {SIX_COLUMNS}, not {six_columns!r}")
     path = Path(path)
     rows, columns = _read_rows(path)
     if not rows:
@@ -212,7 +219,7 @@ def read_events(path: str | os.PathLike, kind: Kind) -> Events:
         x, y, z = numbers[:, 0], numbers[:, 1], numbers[:, 2]
         return Events.from_cartesian(frame, class_index, track, x, y, z, numbers[:, 3] * distance_scale)
     # 6 columns: polar with distance, or (predictions only) Cartesian without.
-    if kind == "prediction" and _is_cartesian_6(numbers):
+    if kind == "prediction" and (six_columns == "cartesian" or (six_columns == "auto" and _is_cartesian_6(numbers))):
         return Events.from_cartesian(frame, class_index, track, numbers[:, 0], numbers[:, 1], numbers[:, 2], None)
     return Events(frame, class_index, track, numbers[:, 0], numbers[:, 1], numbers[:, 2] * distance_scale)
 
@@ -222,9 +229,9 @@ def read_reference(path: str | os.PathLike) -> Events:
     return read_events(path, "reference")
 
 
-def read_prediction(path: str | os.PathLike) -> Events:
+def read_prediction(path: str | os.PathLike, six_columns: str = "auto") -> Events:
     """A prediction CSV of any variant (polar or Cartesian, with or without distance in m)."""
-    return read_events(path, "prediction")
+    return read_events(path, "prediction", six_columns)
 
 
 # ----------------------------------------------------------------------------- writing

@@ -21,6 +21,8 @@ in each frame the predictions of a class are matched to its references with the
 Hungarian algorithm on great-circle distance, track ids play no part; in 2023, a
 class present in reference and prediction of a segment without a common frame
 counts the number of predicted instances as false negatives and nothing else.
+A reference file without events, on which the official code fails, is scored up to
+its prediction's last frame, so that every false alarm in it counts.
 
 numpy and scipy only: training validation and `seld evaluate` both use it.
 """
@@ -198,15 +200,16 @@ class SeldScorer:
         self.files_added = 0
         self._counters = _Counters(num_classes)
 
-    def add(self, reference: Events, prediction: Events, name: str = "") -> None:
-        """Score one file's prediction against its reference."""
+    def add(self, reference: Events, prediction: Events, name: str = "", reference_name: str = "") -> None:
+        """Score one file's prediction (file `name`) against its reference (`reference_name`)."""
         label = name or f"file {self.files_added + 1}"
         for events, side in ((reference, "reference"), (prediction, "prediction")):
+            at = (reference_name or label) if side == "reference" else label  # errors name the file at fault
             if len(events) and int(events.class_index.max()) >= self.num_classes:
-                raise SeldError(f"{label}: {side} has class {int(events.class_index.max())}, "
+                raise SeldError(f"{at}: {side} has class {int(events.class_index.max())}, "
                                 f"but only {self.num_classes} classes are scored (--classes)")
             if self.use_distance and not events.has_distance:
-                raise SeldError(f"{label}: the {side} has no distances; score without distance "
+                raise SeldError(f"{at}: the {side} has no distances; score without distance "
                                 "(--no-distance) or give distances on both sides")
         if self.metrics == "dcase2024":
             self._add_frames(reference, prediction)
@@ -220,7 +223,7 @@ class SeldScorer:
         counts = self._counters
         # Frames 0 .. last-1 are scored: the official code takes the largest reference
         # frame index as the frame count.
-        last_frame = int(reference.frame.max()) if len(reference) else 0
+        last_frame = _frames_scored(reference, prediction)
         reference_frames = _group_by_frame(reference, last_frame)
         predicted_frames = _group_by_frame(prediction, last_frame)
         reference_vectors, predicted_vectors = reference.unit_vectors(), prediction.unit_vectors()
@@ -274,7 +277,7 @@ class SeldScorer:
     # -- DCASE 2023: segment-based -------------------------------------------------
 
     def _add_segments(self, reference: Events, prediction: Events) -> None:
-        last_frame = int(reference.frame.max()) if len(reference) else 0
+        last_frame = _frames_scored(reference, prediction)
         segment_count = math.ceil(last_frame / FRAMES_PER_SEGMENT)
         # Whole segments are read, so frames after the last reference frame but inside
         # the final segment count (official segment_labels).
@@ -416,6 +419,14 @@ class SeldScorer:
                 "LR": float(recall), "SELD": float(seld)}
 
 
+def _frames_scored(reference: Events, prediction: Events) -> int:
+    """The official frame count: the last reference frame index. A reference without events
+    (the official code fails on it) counts through the prediction's last frame."""
+    if len(reference):
+        return int(reference.frame.max())
+    return int(prediction.frame.max()) + 1 if len(prediction) else 0
+
+
 def _by_segment(frames: dict[int, dict[int, list[int]]]) -> dict[int, dict[int, dict[int, list[int]]]]:
     """frame -> class -> rows  into  segment -> class -> frame -> rows (frames stay ascending)."""
     segments: dict[int, dict[int, dict[int, list[int]]]] = {}
@@ -431,8 +442,9 @@ def _by_segment(frames: dict[int, dict[int, list[int]]]) -> dict[int, dict[int, 
 
 def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path, metrics: str = "dcase2024",
                      average: str = "macro", use_distance: bool | None = None,
-                     num_classes: int = 13) -> EvaluationResult:
+                     num_classes: int = 13, six_columns: str = "auto") -> EvaluationResult:
     """Score every prediction CSV under ``prediction_folder`` against its reference.
+    ``six_columns``: how 6-column predictions are read (seld.formats.read_events).
 
     Both folders are searched recursively; predictions pair with references by
     relative path, else by file name when unique; a prediction with no reference is
@@ -448,16 +460,19 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
         raise SeldError("the dcase2023 metrics have no distance; use --metrics dcase2024")
     pairs = match_files(reference_folder, prediction_folder)
     if not pairs.matched:
+        reasons = "".join(f"; {path}: {reason}" for path, reason in pairs.skipped[:3])
+        more = f"; and {len(pairs.skipped) - 3} more" if len(pairs.skipped) > 3 else ""
         raise SeldError(f"no prediction CSV under {prediction_folder} matches a reference CSV under "
-                        f"{reference_folder} (by relative path or by file name)")
-    loaded = [(prediction_path, reference_path, read_prediction(prediction_path), read_reference(reference_path))
+                        f"{reference_folder} (by relative path or by file name){reasons}{more}")
+    loaded = [(prediction_path, reference_path, read_prediction(prediction_path, six_columns),
+               read_reference(reference_path))
               for prediction_path, reference_path in pairs.matched]
     if use_distance is None:
         use_distance = metrics == "dcase2024" and all(
             prediction.has_distance and reference.has_distance for _, _, prediction, reference in loaded)
     scorer = SeldScorer(metrics=metrics, average=average, use_distance=use_distance, num_classes=num_classes)
-    for prediction_path, _, prediction, reference in loaded:
-        scorer.add(reference, prediction, name=str(prediction_path))
+    for prediction_path, reference_path, prediction, reference in loaded:
+        scorer.add(reference, prediction, name=str(prediction_path), reference_name=str(reference_path))
     result = scorer.result()
     result.files = list(pairs.matched)
     result.skipped = list(pairs.skipped)
@@ -499,7 +514,8 @@ def evaluate_command(args) -> int:
     if args.classes < 1:
         raise SeldError(f"--classes must be at least 1, not {args.classes}")
     result = evaluate_folders(args.ref, args.pred, metrics=args.metrics, average=args.average,
-                              use_distance=False if args.no_distance else None, num_classes=args.classes)
+                              use_distance=False if args.no_distance else None, num_classes=args.classes,
+                              six_columns=args.pred_format)
     for path, reason in result.skipped:
         print(f"seld evaluate: skipped {path}: {reason}", file=sys.stderr)
     if args.json:

@@ -72,7 +72,7 @@ def test_prediction_round_trip_every_variant(tmp_path, cartesian, with_distance)
     assert_same_events(read_prediction(path), events, angle_tolerance=1e-9)
 
 
-def test_six_columns_cartesian_when_every_row_is_a_unit_vector(tmp_path):
+def test_six_columns_cartesian_when_every_row_is_a_direction_vector(tmp_path):
     x, y, z = polar_to_cartesian(np.array([90.0, -30.0]), np.array([0.0, 45.0]))
     path = tmp_path / "pred.csv"
     path.write_text(f"0,1,0,{x[0]},{y[0]},{z[0]}\n5,2,1,{x[1]:.6f},{y[1]:.6f},{z[1]:.6f}\n")
@@ -80,6 +80,28 @@ def test_six_columns_cartesian_when_every_row_is_a_unit_vector(tmp_path):
     assert events.distance is None
     np.testing.assert_allclose(events.azimuth, [90.0, -30.0], atol=1e-3)
     np.testing.assert_allclose(events.elevation, [0.0, 45.0], atol=1e-3)
+
+
+def test_six_columns_cartesian_for_raw_accdoa_vectors_as_the_baselines_write_them(tmp_path):
+    """The 2022/2023 baselines write their ACCDOA outputs as they are: shorter than 1."""
+    path = tmp_path / "pred.csv"
+    path.write_text("0,1,0,0.0,0.8,0.0\n3,2,0,-0.5,0.0,0.5\n4,2,0,0.71,0.71,0\n")
+    events = read_prediction(path)
+    assert events.distance is None
+    np.testing.assert_allclose(events.azimuth, [90.0, 180.0, 45.0], atol=1e-9)
+    np.testing.assert_allclose(events.elevation, [0.0, 45.0, 0.0], atol=1e-9)
+
+
+def test_six_columns_as_the_caller_says(tmp_path):
+    path = tmp_path / "pred.csv"
+    path.write_text("0,1,0,0,0,1\n")  # polar straight ahead at 1 m, or Cartesian straight up
+    assert read_prediction(path).elevation.tolist() == [90.0]
+    polar = read_prediction(path, six_columns="polar")
+    assert [polar.azimuth[0], polar.elevation[0], polar.distance[0]] == [0.0, 0.0, 1.0]
+    path.write_text("0,1,0,0,0,2\n")
+    assert read_prediction(path, six_columns="cartesian").elevation.tolist() == [90.0]
+    with pytest.raises(ValueError, match="six_columns"):
+        read_prediction(path, six_columns="spherical")
 
 
 def test_six_columns_polar_when_one_row_is_not_a_unit_vector(tmp_path):
@@ -138,6 +160,8 @@ def test_rows_keep_file_order(tmp_path):
         ("0,1,0,10,0\n-1,1,0,10,0\n", "labels.csv line 2: frame and class must be >= 0"),
         ("0,1,0,nan,0\n", "labels.csv line 1: non-finite value"),
         ("0,1.5,0,10,0\n", "labels.csv line 1: not a number"),
+        ("99999999999999999999,1,0,10,0\n", "labels.csv line 1: frame, class or track beyond 2147483647"),
+        ("0,1,-99999999999999999999,10,0\n", "labels.csv line 1: frame, class or track beyond"),
     ],
 )
 def test_malformed_rows_name_file_and_line(tmp_path, text, message):

@@ -121,7 +121,23 @@ def test_cli_errors(seld_cli, tmp_path):
     (tmp_path / "pred" / "b.csv").write_text("0,0,0,0,0\n")
     completed = seld_cli("evaluate", "--ref", tmp_path / "ref", "--pred", tmp_path / "pred")
     assert completed.returncode == 1
-    assert "no prediction CSV" in completed.stderr
+    assert "no prediction CSV" in completed.stderr and "no reference named b.csv" in completed.stderr
+
+
+def test_cli_reads_six_columns_as_told(seld_cli, tmp_path):
+    """A polar row straight ahead at 1 m is also a unit vector straight up: --pred-format decides."""
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "a.csv").write_text("0,0,0,0,0,100\n1,0,0,0,0,100\n")
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "a.csv").write_text("0,0,0,0,0,1\n")
+    scores = {}
+    for form in ("auto", "polar"):
+        completed = seld_cli("evaluate", "--ref", tmp_path / "ref", "--pred", tmp_path / "pred", "--classes", "1",
+                             "--pred-format", form, "--json")
+        assert completed.returncode == 0, completed.stderr
+        scores[form] = json.loads(completed.stdout)
+    assert scores["auto"]["LE"] == pytest.approx(90.0) and "DistE" not in scores["auto"]  # no distance: x, y, z
+    assert scores["polar"]["AngE"] == pytest.approx(0.0, abs=1e-3) and scores["polar"]["DistE"] == pytest.approx(0.0)
 
 
 # ----------------------------------------------------------------------------- hand-computed scenes
@@ -258,10 +274,20 @@ def test_scorer_errors():
         SeldScorer(num_classes=3, use_distance=False).add(without, events([(0, 5, 0, 0, 0)]))
     with pytest.raises(ValueError):
         SeldScorer(metrics="dcase2019")
-    # an empty reference scores nothing (the official code has no frame to score)
-    scorer = SeldScorer(num_classes=1, use_distance=False)
-    scorer.add(events([]), without)
-    assert scorer.result().counters["FP"] == [0]
+    with pytest.raises(SeldError, match="^ref.csv: reference has class 5"):  # names the file at fault
+        SeldScorer(num_classes=3, use_distance=False).add(events([(0, 5, 0, 0, 0)]), without, "pred.csv", "ref.csv")
+
+
+@pytest.mark.parametrize("metrics", ["dcase2024", "dcase2023"])
+def test_a_reference_without_events_counts_every_false_alarm(metrics):
+    """The official code fails on such a file; its frames through the prediction's last count."""
+    false_alarms = events([(0, 0, 0, 0, 0), (14, 0, 0, 10, 0), (30, 1, 0, 0, 0)])
+    scorer = SeldScorer(metrics=metrics, num_classes=2, use_distance=False, average="micro")
+    scorer.add(events([]), false_alarms)
+    scorer.add(events([]), events([]))
+    result = scorer.result()
+    assert result.counters["FP"] == [2, 1] and result.counters["TP"] == [0, 0]
+    assert result.metrics["F"] == 0.0
 
 
 def test_mixed_distance_folder_falls_back_to_no_distance(tmp_path):
