@@ -91,7 +91,10 @@ def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str
     for text in map(str, inputs):
         item = Path(text)
         if item.is_dir():
-            jobs += [Job(path, out_dir / path.relative_to(item).with_suffix("")) for path in _audio_files(item)]
+            found = [Job(path, out_dir / path.relative_to(item).with_suffix("")) for path in _audio_files(item)]
+            if not found:
+                problems.append(f"{text}: folder holds no audio file ({', '.join(sorted(AUDIO_SUFFIXES))})")
+            jobs += found
         elif item.exists() or not _has_magic(text):
             jobs.append(Job(item, out_dir / item.stem))  # a missing file is reported when it is opened
         else:
@@ -255,6 +258,8 @@ def annotate_command(args) -> int:
     from seld.annotate_processes import annotate_in_processes, default_processes
 
     out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SeldError(f"--out {out_dir}: exists and is not a folder")
     jobs, problems = find_jobs(args.inputs, out_dir)
     for problem in problems:
         print(f"skipped: {problem}", file=sys.stderr)

@@ -40,6 +40,21 @@ def _port(text: str) -> int:
     return port
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
+# Packages only training, export, synthesis and the benchmarks need: an inference-only install
+# (numpy, scipy, soundfile, onnxruntime) may leave them out.
+_INSTALL_HINTS = {"torch": "pip install torch==2.11.0 torchaudio==2.11.0", "torchaudio": "pip install torchaudio==2.11.0"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seld",
@@ -92,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", action="store_true", help="also write NAME.png")
     p.add_argument("--streaming", action="store_true", help="run the streaming graph chunk by chunk")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="inference device")
-    p.add_argument("--workers", type=int, default=1, help="files read in parallel")
-    p.add_argument("--processes", type=int, default=None,
+    p.add_argument("--workers", type=_at_least_one, default=1, help="files read in parallel")
+    p.add_argument("--processes", type=_at_least_one, default=None,
                    help="annotating processes, each with its share of the cores (default: one per 4 cores "
                         "on machines of 8 or more, else 1)")
     p.add_argument("--overwrite", action="store_true", help="redo files whose outputs exist")
@@ -146,17 +161,15 @@ def cli(argv: list[str] | None = None) -> int:
     module_name, function_name = HANDLERS[args.command].split(":")
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            raise
-        handler = None
-    except AttributeError:
-        handler = None
-    if handler is None:
-        print(f"seld {args.command}: not built yet", file=sys.stderr)
-        return 2
-    try:
         return int(handler(args) or 0)
+    except ModuleNotFoundError as error:
+        missing = (error.name or "").split(".")[0]
+        if not missing or missing == "seld":
+            raise
+        hint = _INSTALL_HINTS.get(missing, f"pip install {missing}")
+        print(f"seld {args.command}: error: needs the Python package {missing!r}, which is not installed ({hint})",
+              file=sys.stderr)
+        return 1
     except SeldError as error:
         print(f"seld {args.command}: error: {error}", file=sys.stderr)
         return 1

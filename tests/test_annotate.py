@@ -239,6 +239,13 @@ def test_globs_folders_and_files(tiny_model_package, tmp_path, capsys):
         "a/one", "a/two", "b/deep/three", "b/one", "c"]
     with pytest.raises(SeldError, match="two inputs would write the same outputs"):
         find_jobs([str(data / "a" / "one.wav"), str(data / "b" / "one.wav")], tmp_path / "flat")
+    (tmp_path / "quiet" / "deep").mkdir(parents=True)
+    (tmp_path / "quiet" / "notes.txt").write_text("not audio")
+    assert find_jobs([str(tmp_path / "quiet")], tmp_path / "out") == (
+        [], [f"{tmp_path / 'quiet'}: folder holds no audio file (.flac, .ogg, .wav)"])
+    (tmp_path / "a-file").write_text("")
+    assert cli(["annotate", str(data / "c.wav"), "--out", str(tmp_path / "a-file")]) == 1
+    assert f"--out {tmp_path / 'a-file'}: exists and is not a folder" in capsys.readouterr().err
 
     out = tmp_path / "out"
     code = cli(["annotate", str(data / "*" / "*.wav"), str(data / "nothing*.wav"), "--model", str(tiny_model_package),

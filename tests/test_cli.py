@@ -21,8 +21,6 @@ def test_help_describes_every_option(seld_cli):
 def test_errors_are_one_line(seld_cli, tmp_path):
     missing = tmp_path / "missing.json"
     result = seld_cli("synth", "--out", tmp_path / "d", "--array", missing, "--minutes", "0.01")
-    if result.returncode == 2 and "not built yet" in result.stderr:
-        return
     assert result.returncode != 0
     assert str(missing) in result.stderr and "Traceback" not in result.stderr
 
@@ -58,3 +56,22 @@ def test_output_cut_short_by_a_closed_pipe_is_no_traceback(tmp_path):
     process.stdout.close()  # as `| head -c 0` would, before seld writes anything
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141 and "Traceback" not in stderr, stderr
+
+
+def test_a_command_whose_package_is_not_installed_says_which(tmp_path):
+    """An inference-only install (no torch) gets one line from seld train, not a traceback."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; from seld.cli import cli; "
+            "sys.exit(cli(['train', '--data', 'x', '--out', 'y']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("seld train: error: needs the Python package 'torch', which is not installed "
+                                     "(pip install torch==2.11.0 torchaudio==2.11.0)")
+
+
+def test_counts_below_one_are_refused(seld_cli, tmp_path):
+    for option in ("--workers", "--processes"):
+        result = seld_cli("annotate", tmp_path, "--out", tmp_path / "out", option, "0")
+        assert result.returncode == 2 and f"{option}: 0: must be at least 1" in result.stderr

@@ -20,13 +20,7 @@ def run_child(module: str, arguments: dict) -> dict:
 
 
 def bench_command(args) -> int:
-    try:
-        module = importlib.import_module(f"seld.benchmarks.{args.what}")
-    except ModuleNotFoundError as error:
-        if error.name != f"seld.benchmarks.{args.what}":
-            raise
-        print(f"seld bench {args.what}: not built yet")
-        return 2
+    module = importlib.import_module(f"seld.benchmarks.{args.what}")
     options = {name: getattr(args, name) for name in ("minutes_train", "epochs", "workdir")
                if getattr(args, name, None) is not None}
     result = module.run(**options)
