@@ -39,6 +39,8 @@ def _open(path: Path) -> soundfile.SoundFile:
         raise SeldError(f"{path}: no such file")
     if path.is_dir():
         raise SeldError(f"{path}: is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise SeldError(f"{path}: empty file (0 bytes)")
     try:
         handle = soundfile.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:

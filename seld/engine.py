@@ -71,6 +71,8 @@ class ModelInfo:
     def load(cls, folder: str | Path) -> "ModelInfo":
         folder = Path(folder)
         path = folder / "seld.json"
+        if not folder.is_dir():
+            raise SeldError(f"{folder}: no such model package folder")
         if not path.is_file():
             raise SeldError(f"{folder}: not a model package (no seld.json)")
         try:

@@ -453,7 +453,7 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
     """
     for folder, role in ((reference_folder, "reference"), (prediction_folder, "prediction")):
         if not Path(folder).is_dir():
-            raise SeldError(f"{folder}: {role} folder does not exist")
+            raise SeldError(f"{folder}: {role} folder " + ("is a file" if Path(folder).exists() else "does not exist"))
     if metrics not in METRICS:
         raise SeldError(f"unknown metrics {metrics!r}; choose one of {', '.join(METRICS)}")
     if metrics == "dcase2023" and use_distance:

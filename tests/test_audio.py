@@ -93,6 +93,12 @@ def test_corrupt_file(tmp_path):
     expect_error(path, "not a readable audio file")
 
 
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    expect_error(path, "empty file (0 bytes)")
+
+
 def test_not_audio(tmp_path):
     path = tmp_path / "text.wav"
     path.write_text("hello")

@@ -187,6 +187,8 @@ def test_engine_reports_the_provider_it_got(tiny_model_package, caplog):
 def test_not_a_model_package(tmp_path):
     with pytest.raises(SeldError, match="not a model package"):
         Engine(tmp_path)
+    with pytest.raises(SeldError, match="absent: no such model package folder"):
+        Engine(tmp_path / "absent")
 
 
 def test_inference_path_never_imports_torch_or_scipy_stats(tiny_model_package, tmp_path):

@@ -115,6 +115,9 @@ def test_cli_errors(seld_cli, tmp_path):
     completed = seld_cli("evaluate", "--ref", tmp_path / "absent", "--pred", tmp_path)
     assert completed.returncode == 1
     assert "absent" in completed.stderr and "does not exist" in completed.stderr
+    (tmp_path / "a-file.csv").write_text("")
+    completed = seld_cli("evaluate", "--ref", tmp_path / "a-file.csv", "--pred", tmp_path)
+    assert completed.returncode == 1 and "a-file.csv: reference folder is a file" in completed.stderr
     (tmp_path / "ref").mkdir()
     (tmp_path / "ref" / "a.csv").write_text("0,0,0,0,0\n5,0,0,0,0\n")
     (tmp_path / "pred").mkdir()
