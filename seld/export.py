@@ -219,7 +219,7 @@ def _read_package(folder: Path) -> tuple[SeldNetwork, dict, dict, str | None]:
     if config is None:
         raise SeldError(f"{folder}: not a readable model package (its weights carry no training config)")
     try:
-        network, _ = network_from_checkpoint({"config": config, "model": weights})
+        network, _ = network_from_checkpoint({"config": config, "model": weights, "array": info["array"]})
     except (KeyError, RuntimeError, ValueError) as error:
         raise SeldError(f"{folder}: not a readable model package ({str(error).splitlines()[0]})") from None
     card = (folder / "README.md").read_text() if (folder / "README.md").is_file() else None

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from seld import SeldError
-from seld.arrays import array_for_format
+from seld.arrays import Array, array_for_format
 from seld.atomic import atomic_path, write_text_atomic
 from seld.audio import LABEL_HOP, read_audio
 from seld.augment import channel_swaps
@@ -115,6 +115,27 @@ def dataset_defaults(root: str | Path) -> dict:
     return defaults
 
 
+def dataset_array(root: str | Path, format_name: str) -> Array:
+    """The array a dataset was rendered with, as its ROOT/dataset.json says (`seld synth --array`
+    writes a custom one there), else the format's reference array. Channel swaps, the network's
+    input and the exported package follow it."""
+    path = Path(root) / "dataset.json"
+    described = _read_json(path).get("formats", {}).get(format_name) if path.is_file() else None
+    if not described:
+        return array_for_format(format_name)
+    array = Array.from_dict(described, f"{path} (formats.{format_name})")
+    if array.kind != array_for_format(format_name).kind:
+        raise SeldError(f"{path}: formats.{format_name} describes a {array.kind} array")
+    return array
+
+
+def _checkpoint_array(checkpoint: dict) -> Array:
+    """The array of a checkpoint's network (checkpoints before arrays were kept: the format's)."""
+    if checkpoint.get("array"):
+        return Array.from_dict(checkpoint["array"], "checkpoint array")
+    return array_for_format(checkpoint["config"]["format"])
+
+
 def resolve_config(format_name: str | None, preset_name: str | None, toml_path: str | None,
                    overrides: list[str], data: str | None) -> TrainConfig:
     """Preset -> the dataset's own settings (dataset.json) -> TOML file -> command-line
@@ -142,7 +163,7 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
     if not config.data:
         raise SeldError("no dataset: pass --data DIR (or data=DIR)")
     config = build(dataset_defaults(config.data))
-    channels, bins = feature_shape(config.features, array_for_format(config.format).num_channels)
+    channels, bins = feature_shape(config.features, dataset_array(config.data, config.format).num_channels)
     model = dataclasses.replace(config.model, input_channels=channels, input_bins=bins, num_classes=len(config.classes))
     return dataclasses.replace(config, model=model)
 
@@ -221,7 +242,7 @@ def load_initial_weights(source: str) -> dict:
     if not (path / "seld.json").is_file():
         return load_checkpoint(path)
     info, _, weights = read_package(path)
-    return {"config": {"classes": info["classes"], "format": info["format"]}, "model": weights}
+    return {"config": {"classes": info["classes"], "format": info["format"]}, "model": weights, "array": info["array"]}
 
 
 def read_package(folder: Path) -> tuple[dict, dict | None, dict]:
@@ -242,7 +263,7 @@ def read_package(folder: Path) -> tuple[dict, dict | None, dict]:
 
 def network_from_checkpoint(checkpoint: dict) -> tuple[SeldNetwork, TrainConfig]:
     config = from_dict(TrainConfig, checkpoint["config"], "checkpoint config")
-    network = SeldNetwork(config.features, config.model, array_for_format(config.format))
+    network = SeldNetwork(config.features, config.model, _checkpoint_array(checkpoint))
     network.load_state_dict(checkpoint["model"])
     return network.eval(), config
 
@@ -260,7 +281,7 @@ def warm_start(network: SeldNetwork, classes: tuple[str, ...], checkpoint: dict,
     if list(checkpoint["config"].get("classes", [])) != list(classes):
         raise SeldError(f"{source}: init_from needs a run with the same classes, in the same order")
     own = network.state_dict()
-    shared = min(array_for_format(checkpoint["config"]["format"]).num_channels, network.num_channels)
+    shared = min(_checkpoint_array(checkpoint).num_channels, network.num_channels)
     copied, widened = 0, []
     for name, value in checkpoint["model"].items():
         if not name.startswith("crnn."):
@@ -400,7 +421,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     torch.manual_seed(config.seed)
     initial = load_initial_weights(config.init_from) if config.init_from and resume is None else None
 
-    array = array_for_format(config.format)
+    array = dataset_array(config.data, config.format)
     train_recordings, validation_recordings = split_recordings(config.data, config.format, array.num_channels)
     check_metadata(train_recordings + validation_recordings, config.model.layout)
     if main_process:
@@ -501,6 +522,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         checkpoint = {
             "config": to_dict(config), "model": network.state_dict(), "optimizer": optimizer.state_dict(),
             "epoch": epoch, "best_seld": best_seld, "history": history, "scaler": scaler.state_dict(),
+            "array": array.to_dict(),
         }
         if improved:
             save_checkpoint(run_dir / "best.pt", checkpoint)

@@ -453,6 +453,27 @@ def test_array_file_replaces_the_mic_array(tmp_path):
     assert json.loads((out / "dataset.json").read_text())["formats"]["mic"]["name"] == "line3"
 
 
+def test_training_takes_the_array_the_dataset_was_rendered_with(tmp_path):
+    """A custom 4-capsule array fits the MIC channel count, so only dataset.json tells it from
+    the tetrahedral one: channel swaps (rotations of its own geometry), the network and the
+    exported package must follow it."""
+    from seld.augment import channel_swaps
+    from seld.train import dataset_array
+
+    square = {"name": "square4", "kind": "mic", "capsules_m": [[0.03, 0, 0], [0, 0.03, 0], [-0.03, 0, 0], [0, -0.03, 0]],
+              "rigid_sphere_radius_m": None}
+    (tmp_path / "square4.json").write_text(json.dumps(square))
+    data = tmp_path / "data"
+    assert run_synth(data, "--array", str(tmp_path / "square4.json"), "--format", "mic") == 0
+    array = dataset_array(data, "mic")
+    assert array.name == "square4" and dataset_array(data, "foa") == FOA
+    assert channel_swaps(array) != channel_swaps(TETRAHEDRAL)
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--format", "mic", "--preset", "tiny",
+                "epochs=1"]) == 0
+    assert cli(["export", str(tmp_path / "run"), "--out", str(tmp_path / "model")]) == 0
+    assert json.loads((tmp_path / "model" / "seld.json").read_text())["array"]["name"] == "square4"
+
+
 @pytest.mark.parametrize("case", ["unwritable", "bad_array", "wide_array", "empty_sounds", "missing_class",
                                   "unknown_class", "rooms"])
 def test_bad_input_is_one_clear_line_before_any_work(case, tmp_path, capsys):
