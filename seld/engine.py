@@ -657,6 +657,8 @@ class Stream:
     """Audio blocks of any size in, label frames out as soon as each is complete."""
 
     def __init__(self, engine: Engine, chunk_frames: int = 1, keep_events: bool = False):
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be at least 1, not {chunk_frames}")
         self.engine = engine
         self.events: list[dict] | None = [] if keep_events else None
         self.chunk_samples = chunk_frames * engine.label_hop
@@ -671,6 +673,8 @@ class Stream:
 
     def push(self, block: np.ndarray) -> list[Frame]:
         """Feed float32 [channels, n] at the engine's rate; returns the label frames completed."""
+        if self.finished:  # flush padded the last frame: more audio would run on shifted by the padding
+            raise SeldError("a stream takes no audio after flush(); start another with Engine.stream()")
         block = self.engine._check(block)
         self.buffer = np.concatenate([self.buffer, block], axis=1) if self.buffer.size else block.copy()
         frames = []

@@ -164,6 +164,11 @@ def test_stream_equals_offline_for_any_block_size(tiny_model_package):
         start += size
     frames += stream.flush()
     assert [f.frame for f in frames] == list(range(31))
+    assert stream.flush() == []
+    with pytest.raises(SeldError, match="no audio after flush"):
+        stream.push(audio[:, :2400])
+    with pytest.raises(ValueError, match="chunk_frames must be at least 1"):
+        engine.stream(chunk_frames=0)
     # The step session's fixed shapes let ONNX Runtime pick other kernels: float32 rounding apart.
     streamed = [sorted((d.class_index, d.azimuth) for d in f.detections) for f in frames]
     expected = [sorted((d.class_index, d.azimuth) for d in engine.detections(audio) if d.frame == i)
