@@ -23,6 +23,21 @@ def test_bench_stream_reports_parts_reference_and_the_machines_jitter(monkeypatc
     assert "machine jitter" in table and "Stream.push" in table
 
 
+def test_bench_annotate_times_ours_the_command_and_the_reference_at_its_best(monkeypatch):
+    for name, value in (("FILES", 3), ("FILE_SECONDS", 6.0), ("REPEATS", 1), ("WARMUP_FILES", 1),
+                        ("REFERENCE_FILES", 1), ("GRAPH_FILES", 2)):
+        monkeypatch.setattr(bench_annotate, name, value)
+    result = bench_annotate.run()
+    assert result["ours"]["csv_rows"] > 0 and result["ours"]["max_rss_mb"] > 0
+    command, reference = result["ours_command_end_to_end"], result["reference"]
+    assert command["seconds_per_hour"] > result["ours"]["seconds_per_hour"]  # start-up included
+    by_threads = reference["runs_s_by_torch_threads"]
+    assert set(by_threads) == {"1", str(result["machine"]["cores"])}
+    assert reference["runs_s"] == [min(runs[0] for runs in by_threads.values())]
+    table = bench_annotate.format_table(result)
+    assert "end to end" in table and "reference: the faster of" in table
+
+
 def test_bench_gpu_takes_its_steps_and_counts_nodes_per_provider(monkeypatch):
     """Without a GPU, run("cpu") goes through every step `seld bench gpu` takes on one."""
     for name, value in (("FILES", 3), ("FILE_SECONDS", 12.0), ("STREAM_CHUNKS", 40), ("STREAM_WARMUP", 5),
