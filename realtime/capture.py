@@ -83,7 +83,8 @@ class BlockQueue:
     `put` (the audio callback's side) copies the selected channels of one block into the
     next free slot, never blocks and never allocates; when no slot is free it drops the
     block and counts it. `get` (the engine thread's side) waits for the next block and
-    returns a copy, so the slot is free again at once.
+    returns a copy, so the slot is free again at once, with the samples dropped before it
+    as silence in front: the stream's clock and a recording keep real time across a loss.
     """
 
     END = -1
@@ -95,6 +96,8 @@ class BlockQueue:
         self.buffers = np.zeros((capacity_blocks, len(channels), block_samples), np.float32)
         self.lengths = np.zeros(capacity_blocks, np.int64)
         self.arrivals = np.zeros(capacity_blocks, np.float64)
+        self.gaps = np.zeros(capacity_blocks, np.int64)  # samples dropped just before each slot's block
+        self.unplaced_gap = 0  # dropped samples not yet in front of a slot
         self.written = 0  # only the producer writes this
         self.read = 0  # only the consumer writes this
         self.ready: queue.SimpleQueue[int] = queue.SimpleQueue()  # slot numbers; put never blocks
@@ -115,6 +118,7 @@ class BlockQueue:
             if self.written - self.read >= self.slots:
                 self.dropped_blocks += 1
                 self.dropped_samples += count
+                self.unplaced_gap += count
             else:
                 slot = self.written % self.slots
                 target = self.buffers[slot]
@@ -122,6 +126,7 @@ class BlockQueue:
                     target[row, :count] = block[start : start + count, channel]
                 self.lengths[slot] = count
                 self.arrivals[slot] = arrival
+                self.gaps[slot], self.unplaced_gap = self.unplaced_gap, 0
                 self.written += 1
                 self.ready.put(slot)
             start += count
@@ -140,7 +145,9 @@ class BlockQueue:
         if slot == self.END:
             self.ready.put(self.END)  # stay closed for later calls
             raise EOFError
-        block = self.buffers[slot, :, : self.lengths[slot]].copy()
+        gap, length = int(self.gaps[slot]), int(self.lengths[slot])
+        block = np.zeros((len(self.channels), gap + length), np.float32)
+        block[:, gap:] = self.buffers[slot, :, :length]
         arrival = float(self.arrivals[slot])
         self.read += 1
         return block, arrival
@@ -204,7 +211,9 @@ class DeviceSource:
     def stop(self) -> None:
         self._stopping = True
         if self.stream is not None:
-            for step in (self.stream.stop, self.stream.close):  # close even when stop fails
+            # abort, not stop: stop waits for the device's pending buffers, which a device that has
+            # gone silent (suspended, a hung USB microphone) never delivers: 40 s, under PulseAudio.
+            for step in (self.stream.abort, self.stream.close):  # close even when abort fails
                 try:
                     step()
                 except Exception as error:  # a lost device may refuse; nothing is left to save

@@ -95,10 +95,15 @@ def _live(args) -> int:
     stats = outcome["stats"]
     if stats["overflows"]:
         print(f"seld live: {stats['overflows']} overflows: {stats['input_overflows']} reported by the device, "
-              f"{stats['dropped_blocks']} blocks dropped because inference fell behind", file=sys.stderr)
+              f"{stats['dropped_blocks']} blocks dropped because the engine fell behind (filled with silence)",
+              file=sys.stderr)
+    if stats["display_dropped_frames"]:
+        print(f"seld live: the display fell behind and skipped {stats['display_dropped_frames']} frames",
+              file=sys.stderr)
     if args.stats:
         print(f"seld live: latency p50 {_ms(stats['latency_p50_ms'])}, p99 {_ms(stats['latency_p99_ms'])} "
-              f"over {stats['frames']} frames ({stats['elapsed_s']:.1f} s, {stats['provider']})", file=sys.stderr)
+              f"over the last {stats['latency_frames']} of {stats['frames']} frames ({stats['elapsed_s']:.1f} s, "
+              f"{stats['provider']})", file=sys.stderr)
     if recorder is not None:
         saved = outcome["recorded"]
         print(f"seld live: recorded {recorder.samples / source.rate:.1f} s to {saved}" if saved
@@ -113,9 +118,13 @@ def _ms(value) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
+_ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """SIGTERM ends a run the way Ctrl-C does (main thread only: signals are delivered there)."""
+    """SIGTERM, and SIGHUP (its terminal closed), end a run the way Ctrl-C does (main thread only:
+    signals are delivered there)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -123,11 +132,12 @@ def _sigterm_as_interrupt():
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = [signal.signal(s, interrupt) for s in _ENDING_SIGNALS]
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in zip(_ENDING_SIGNALS, previous):
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -136,11 +146,12 @@ def _no_interrupts():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]
+    ignored = (signal.SIGINT, *_ENDING_SIGNALS)
+    previous = [signal.signal(s, signal.SIG_IGN) for s in ignored]
     try:
         yield
     finally:
-        for s, handler in zip((signal.SIGINT, signal.SIGTERM), previous):
+        for s, handler in zip(ignored, previous):
             signal.signal(s, handler)
 
 
@@ -170,20 +181,15 @@ def run_live(engine, source, displays: list, recorder: Recorder | None = None, o
                 loop.join(timeout=10)
                 if recorder is not None:
                     recorder.close()
-                for display in displays:
-                    display.close(loop.stats())
+                loop.close_displays()
             raise
     with _no_interrupts():
         source.stop()
         blocks.close()
         loop.join(timeout=10)
         recorded = recorder.close() if recorder is not None else None
-        stats = loop.stats()
-        for display in displays:
-            try:
-                display.close(stats)
-            except BrokenPipeError:
-                pass
+        displays_closed = loop.close_displays()
+        stats = loop.stats(final=True)
     error = loop.error
     if isinstance(error, BrokenPipeError):
         # The program reading --json went away: not an error of ours.
@@ -194,4 +200,6 @@ def run_live(engine, source, displays: list, recorder: Recorder | None = None, o
         raise error
     if loop.is_alive():
         ending += " (the engine thread did not finish in 10 s)"
+    if not displays_closed:
+        ending += " (a display did not finish: its output is not being read)"
     return {"stats": stats, "ending": ending, "failure": source.failure, "recorded": recorded}

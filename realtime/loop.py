@@ -1,5 +1,6 @@
 """The engine thread: blocks from the capture queue -> record -> resample -> streaming
-session -> label frames, timestamped, handed to the displays.
+session -> label frames, timestamped, handed to the displays, which run in a thread of
+their own (`DisplayFeed`): a display that blocks never holds up the audio.
 
 Latency is measured from the arrival of the block that holds a label frame's last
 sample (the audio callback's clock) to the moment the streaming session has emitted
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.25  # how often an idle engine thread looks up (stall warnings, display ticks)
 STALL_S = 2.0  # no audio for this long is reported
+FEED_FRAMES = 50  # frames a display may lag behind (5 s) before it loses the oldest
+CLOSE_DISPLAYS_S = 5.0  # a display that has not shown its last frames and closed by then is left
+PERCENTILES_EVERY_S = 1.0  # latency percentiles are refreshed this often (a sort of up to 36,000 values)
 
 
 class Display(Protocol):
@@ -46,10 +50,84 @@ class Latencies:
         self.count += 1
         self.last = seconds
 
-    def percentile(self, q: float) -> float | None:
+    @property
+    def kept(self) -> int:
+        """How many of the latest latencies the ring holds (the percentiles are over these)."""
+        return min(self.count, len(self.values))
+
+    def percentiles(self, *qs: float) -> list[float | None]:
         if self.count == 0:
-            return None
-        return float(np.percentile(self.values[: min(self.count, len(self.values))], q))
+            return [None] * len(qs)
+        return [float(value) for value in np.percentile(self.values[: self.kept], qs)]
+
+
+class DisplayFeed:
+    """One display, run in a thread of its own. The engine thread hands each frame over and
+    never waits for the display (a terminal nobody reads, a --json pipe nobody drains), so
+    neither audio nor the other displays wait for it. A display `capacity` frames behind loses
+    the oldest (counted in `dropped_frames`). The first error it raises (a closed --json pipe)
+    is kept in `error` for the engine thread, and it is shown nothing more."""
+
+    def __init__(self, display: Display, capacity: int = FEED_FRAMES):
+        self.display = display
+        self.capacity = capacity
+        self.items: collections.deque[tuple[dict | None, dict]] = collections.deque()  # (frame or None: idle, stats)
+        self.condition = threading.Condition()
+        self.dropped_frames = 0
+        self.error: BaseException | None = None
+        self.final_stats: dict | None = None  # set by close
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="seld-displays", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def frame(self, frame: dict, stats: dict) -> None:
+        with self.condition:
+            if len(self.items) >= self.capacity:
+                self.items.popleft()
+                self.dropped_frames += 1
+            self.items.append((frame, stats))
+            self.condition.notify()
+
+    def idle(self, stats: dict) -> None:
+        with self.condition:
+            if not self.items:  # a tick matters only when nothing else is coming
+                self.items.append((None, stats))
+                self.condition.notify()
+
+    def close(self, stats: dict, timeout: float = CLOSE_DISPLAYS_S) -> bool:
+        """The frames still queued, then the display's close; False when that took over `timeout`."""
+        with self.condition:
+            self.final_stats = stats
+            self.condition.notify()
+        if self.thread.ident is None:  # never started (the run failed first): close them here
+            self._run()
+        return self.closed.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self.condition:
+                while not self.items and self.final_stats is None:
+                    self.condition.wait()
+                if not self.items:
+                    break
+                frame, stats = self.items.popleft()
+            if self.error is None:
+                try:
+                    if frame is None:
+                        self.display.idle(stats)
+                    else:
+                        self.display.frame(frame, stats)
+                except Exception as error:  # noqa: BLE001 (handed to the engine thread)
+                    self.error = error
+        try:
+            self.display.close(self.final_stats or {})
+        except BrokenPipeError:
+            pass
+        except Exception as error:  # noqa: BLE001
+            self.error = self.error or error
+        self.closed.set()
 
 
 class LiveLoop:
@@ -59,7 +137,7 @@ class LiveLoop:
         self.engine = engine
         self.source = source
         self.blocks = blocks
-        self.displays = displays
+        self.feeds = [DisplayFeed(display) for display in displays]
         self.recorder = recorder
         self.stream = engine.stream()
         self.label_hop = int(getattr(engine, "label_hop", round(engine.sample_rate * 0.1)))
@@ -67,6 +145,7 @@ class LiveLoop:
         self.resampler = (None if source.rate == engine.sample_rate
                           else StreamingResampler(source.rate, engine.sample_rate, channels))
         self.latencies = Latencies()
+        self.percentiles: tuple[float, list] = (-math.inf, [None, None])  # (when computed, [p50, p99])
         self.frames = 0
         self.input_samples = 0  # at the source's rate
         self.pending: collections.deque[tuple[int, float]] = collections.deque()  # (input end, arrival)
@@ -80,7 +159,27 @@ class LiveLoop:
 
     def start(self) -> None:
         self.started = self.last_arrival = time.monotonic()
+        for feed in self.feeds:
+            feed.start()
         self.thread.start()
+
+    def close_displays(self) -> bool:
+        """After the engine thread: the displays show their last frames and close, all within
+        CLOSE_DISPLAYS_S (see DisplayFeed); False when one did not."""
+        stats = self.stats(final=True)
+        deadline = time.monotonic() + CLOSE_DISPLAYS_S
+        closed = [feed.close(stats, 0.0) for feed in self.feeds]  # all asked first: they close side by side
+        return all(done or feed.closed.wait(max(0.0, deadline - time.monotonic()))
+                   for done, feed in zip(closed, self.feeds))
+
+    def _hand_over(self, frame: dict | None, stats: dict) -> None:
+        for feed in self.feeds:
+            if frame is None:
+                feed.idle(stats)
+            else:
+                feed.frame(frame, stats)
+            if feed.error is not None:
+                raise feed.error
 
     # An Event, not Thread.join: in Python 3.11 a KeyboardInterrupt that lands inside
     # Thread.join can leave a running thread marked as stopped (the bpo-45274 handling
@@ -92,18 +191,25 @@ class LiveLoop:
     def is_alive(self) -> bool:
         return not self.done.is_set()
 
-    def stats(self) -> dict:
+    def stats(self, final: bool = False) -> dict:
+        """Counters and latencies; the percentiles at most PERCENTILES_EVERY_S old (fresh if `final`)."""
         def ms(value):
             return None if value is None else round(value * 1000, 2)
 
+        now = time.monotonic()
+        if final or now - self.percentiles[0] >= PERCENTILES_EVERY_S:
+            self.percentiles = (now, self.latencies.percentiles(50, 99))
+        p50, p99 = self.percentiles[1]
         return {
             "frames": self.frames,
             "latency_ms": ms(self.latencies.last),
-            "latency_p50_ms": ms(self.latencies.percentile(50)),
-            "latency_p99_ms": ms(self.latencies.percentile(99)),
+            "latency_p50_ms": ms(p50),
+            "latency_p99_ms": ms(p99),
+            "latency_frames": self.latencies.kept,
             "overflows": self.blocks.overflows,
             "input_overflows": self.blocks.input_overflows,
             "dropped_blocks": self.blocks.dropped_blocks,
+            "display_dropped_frames": max((feed.dropped_frames for feed in self.feeds), default=0),
             "provider": ", ".join(getattr(self.engine, "providers", []) or ["?"]),
             "source": self.source.name,
             "source_rate": self.source.rate,
@@ -151,10 +257,7 @@ class LiveLoop:
             if now is not None:
                 self.latencies.add(now - self._arrival_of(frame.frame))
             self.frames += 1
-            data = frame.to_json()
-            stats = self.stats()
-            for display in self.displays:
-                display.frame(data, stats)
+            self._hand_over(frame.to_json(), self.stats())
 
     def _arrival_of(self, frame: int) -> float:
         """Arrival time of the block that holds label frame `frame`'s last sample."""
@@ -169,9 +272,7 @@ class LiveLoop:
         if silent > STALL_S and not self.stalled:
             self.stalled = True
             log.warning("%s: no audio for %.0f s", self.source.name, silent)
-        stats = self.stats()
-        for display in self.displays:
-            display.idle(stats)
+        self._hand_over(None, self.stats())
 
     def _report_overflows(self) -> None:
         if self.reported_overflows == 0:

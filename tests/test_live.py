@@ -171,8 +171,12 @@ def test_block_queue_counts_what_it_drops_when_full_and_splits_long_blocks():
     blocks.get(timeout=1)
     blocks.get(timeout=1)
     blocks.put(np.ones((25, 1), np.float32), 0.0)  # longer than a slot: split, the rest dropped
-    assert blocks.get(timeout=1)[0].shape == (1, 10)
+    block, _ = blocks.get(timeout=1)  # the 30 samples dropped before it come back as silence
+    np.testing.assert_array_equal(block, np.concatenate([np.zeros((1, 30)), np.ones((1, 10))], axis=1))
     assert blocks.dropped_blocks == 4
+    np.testing.assert_array_equal(blocks.get(timeout=1)[0], np.ones((1, 10)))  # no loss just before it
+    blocks.put(np.full((10, 1), 2.0, np.float32), 0.0)
+    np.testing.assert_array_equal(blocks.get(timeout=1)[0], np.concatenate([np.zeros((1, 5)), np.full((1, 10), 2.0)], 1))
 
 
 def test_block_queue_put_allocates_nothing_but_a_slot_number():
@@ -199,8 +203,8 @@ def test_a_device_that_refuses_to_stop_is_closed_anyway():
     calls = []
 
     class LostDevice:
-        def stop(self):
-            calls.append("stop")
+        def abort(self):
+            calls.append("abort")
             raise RuntimeError("Unanticipated host error")
 
         def close(self):
@@ -209,7 +213,7 @@ def test_a_device_that_refuses_to_stop_is_closed_anyway():
     source = object.__new__(DeviceSource)
     source.name, source.stream = "usb array", LostDevice()
     source.stop()
-    assert calls == ["stop", "close"] and source.stream is None
+    assert calls == ["abort", "close"] and source.stream is None
 
 
 def test_parse_and_select_channels():
@@ -318,18 +322,107 @@ def test_interrupt_ends_cleanly_and_finalizes_the_recording(tmp_path):
     assert not any(t.name == "seld-engine" for t in threading.enumerate())
 
 
-def test_sigterm_ends_like_ctrl_c(tmp_path):
+@pytest.mark.parametrize("ending", ["SIGTERM", "SIGHUP"])  # SIGHUP: its terminal window closed
+def test_sigterm_and_sighup_end_like_ctrl_c_and_keep_the_recording(tmp_path, ending):
     path = tmp_path / "long.wav"
     tone_file(path, RATE, 4, loud_channel=0, seconds=30)
-    previous = signal.getsignal(signal.SIGTERM)
-    timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGTERM))
+    number = getattr(signal, ending)
+    previous = signal.getsignal(number)
+    recorder = Recorder(tmp_path / "rec.wav", RATE, 4)
+    timer = threading.Timer(0.4, os.kill, (os.getpid(), number))
     timer.start()
     try:
-        outcome = run_live(LoudnessEngine(), FileSource(path, 4, None), [Collect()])
+        outcome = run_live(LoudnessEngine(), FileSource(path, 4, None), [Collect()], recorder)
     finally:
         timer.cancel()
-    assert outcome["ending"] == "stopped"
-    assert signal.getsignal(signal.SIGTERM) is previous
+    assert outcome["ending"] == "stopped" and outcome["recorded"] == tmp_path / "rec.wav"
+    assert signal.getsignal(number) is previous
+    assert 0.2 * RATE < soundfile.info(tmp_path / "rec.wav").frames < 2 * RATE
+
+
+class BlockedDisplay(Collect):
+    """A display whose output nobody reads: it blocks on its first frame (a terminal of a hung
+    ssh link, a --json pipe not drained) until released."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+
+    def frame(self, frame: dict, stats: dict) -> None:
+        self.release.wait(30)
+        super().frame(frame, stats)
+
+
+def test_a_display_that_blocks_holds_up_neither_the_audio_nor_the_other_displays(tmp_path):
+    path = tmp_path / "in.wav"
+    audio = tone_file(path, RATE, 4, loud_channel=1, seconds=3.0)
+    blocked, other = BlockedDisplay(), Collect()
+    recorder = Recorder(tmp_path / "rec.wav", RATE, 4)
+    started = time.monotonic()
+    try:
+        outcome = run_live(LoudnessEngine(), FileSource(path, 4, None), [blocked, other], recorder)
+    finally:
+        blocked.release.set()
+    assert time.monotonic() - started < 3.0 + 5.0 + 2.0  # real time, then at most 5 s for the blocked display
+    assert outcome["ending"].endswith("(a display did not finish: its output is not being read)")
+    stats = outcome["stats"]
+    assert stats["overflows"] == 0 and stats["frames"] == 30
+    assert [frame["frame"] for _, frame, _ in other.frames] == list(range(30)) and other.closed is not None
+    assert stats["display_dropped_frames"] == 0  # 29 frames queued behind the first: within the 50 it keeps
+    recorded, _ = soundfile.read(tmp_path / "rec.wav", dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(recorded, audio)
+
+
+class StallingEngine(LoudnessEngine):
+    """An engine that stalls once for longer than the capture queue holds (a CPU taken away)."""
+
+    def __init__(self, stall_s: float, at_block: int):
+        super().__init__()
+        self.stall_s, self.at_block = stall_s, at_block
+
+    def stream(self):
+        stream, pushed = super().stream(), [0]
+        push = stream.push
+
+        def stalling_push(block):
+            pushed[0] += 1
+            if pushed[0] == self.at_block:
+                time.sleep(self.stall_s)
+            return push(block)
+
+        stream.push = stalling_push
+        return stream
+
+
+def test_audio_lost_while_the_engine_stalled_comes_back_as_silence(tmp_path):
+    """The blocks dropped when the queue was full: their samples are silence in the stream and
+    the recording, so frame times and the recording keep real time."""
+    from seld.realtime.capture import QUEUE_S
+
+    path = tmp_path / "in.wav"
+    tone_file(path, RATE, 4, loud_channel=0, seconds=6.0, onset_s=0.0)
+    recorder = Recorder(tmp_path / "rec.wav", RATE, 4)
+    collect = Collect()
+    outcome = run_live(StallingEngine(QUEUE_S + 1.5, at_block=5), FileSource(path, 4, None), [collect], recorder)
+    stats = outcome["stats"]
+    assert stats["dropped_blocks"] > 0
+    assert stats["frames"] == 60 and [frame["frame"] for _, frame, _ in collect.frames] == list(range(60))
+    recorded, _ = soundfile.read(tmp_path / "rec.wav", dtype="float32", always_2d=True)
+    assert len(recorded) == 6 * RATE
+    silent = np.flatnonzero(recorded[:, 1] == 0)  # channel 1 holds a constant marker: zero only in the gap
+    assert len(silent) == stats["dropped_blocks"] * 480 and np.all(np.diff(silent) == 1)
+
+
+def test_a_display_that_falls_behind_loses_its_oldest_frames():
+    from seld.realtime.loop import DisplayFeed
+
+    collect = Collect()
+    feed = DisplayFeed(collect, capacity=3)
+    for index in range(5):
+        feed.frame({"frame": index}, {})
+    assert feed.dropped_frames == 2
+    assert feed.close({"frames": 5}, timeout=1)  # never started: shows what it kept, then closes
+    assert [frame["frame"] for _, frame, _ in collect.frames] == [2, 3, 4] and collect.closed == {"frames": 5}
 
 
 def test_an_engine_error_is_raised_after_the_recording_is_saved(tmp_path):
@@ -636,7 +729,6 @@ def test_engine_loop_memory_stays_flat(tiny_model_package):
         name, rate, channels = "noise", engine.sample_rate, list(range(engine.num_channels))
 
     loop = LiveLoop(engine, Source(), BlockQueue(Source.channels, 2400, 4), [Collect()])
-    loop.displays = []  # Collect would keep every frame
     rng = np.random.default_rng(0)
     blocks = [(0.3 * rng.standard_normal((engine.num_channels, 2400))).astype(np.float32) for _ in range(8)]
     tracemalloc.start()

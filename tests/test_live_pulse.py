@@ -386,6 +386,33 @@ def test_a_device_that_disappears_ends_the_run_and_keeps_the_recording(pulse, pu
 # ---------------------------------------------------- the command, with a model
 
 
+def test_stopping_does_not_wait_for_a_device_gone_silent(pulse, pulse_in_process, tmp_path):
+    """A suspended source (as a hung USB microphone) sends nothing more: Ctrl-C ends the run
+    at once, with the recording (PortAudio's stop waited ~40 s for buffers that never came)."""
+    from seld.realtime.capture import DeviceSource, Recorder
+    from seld.realtime.live import run_live
+
+    server, writer = pulse
+    pulse_in_process(server)
+    source = DeviceSource(None, 4, None, RATE)
+    recorder = Recorder(tmp_path / "rec.wav", source.rate, 4)
+    writer.play(tone_scene(4, loud=0, seconds=30, onset_s=0.0))
+    suspend = threading.Timer(1.0, subprocess.run, (["pactl", "suspend-source", server.source, "1"],),
+                              {"env": server.env, "check": True, "capture_output": True})
+    suspend.start()
+    timer = interrupt_after(2.5)
+    started = time.monotonic()
+    try:
+        outcome = run_live(LoudnessEngine(), source, [Collect()], recorder)
+        stopped = time.monotonic()
+    finally:
+        timer.cancel()
+        suspend.join()
+    assert outcome["ending"] == "stopped"
+    assert stopped - started < 2.5 + 4.0
+    assert (tmp_path / "rec.wav").exists()
+
+
 @pytest.fixture(params=["stand-in", "tiny model"])
 def live_model(request) -> Path | None:
     """The command's tests run with the stand-in engine, and again with the tiny model package."""
