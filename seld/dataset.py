@@ -47,7 +47,8 @@ def find_recordings(root: str | Path, format_name: str, split_prefix: str, chann
                 raise SeldError(f"{audio_path}: no metadata file {metadata_path}")
             rate, file_channels, frames = audio_info(audio_path)
             if rate != SAMPLE_RATE:
-                raise SeldError(f"{audio_path}: sample rate {rate} Hz, training needs {SAMPLE_RATE} Hz")
+                raise SeldError(f"{audio_path}: sample rate {rate} Hz, training needs {SAMPLE_RATE} Hz "
+                                f"(resample the dataset first, e.g. sox IN.wav -r {SAMPLE_RATE} OUT.wav)")
             if channels is not None and file_channels != channels:
                 raise SeldError(f"{audio_path}: has {file_channels} channels, the model needs {channels}")
             recordings.append(Recording(audio_path, metadata_path, -(-frames // LABEL_HOP)))
@@ -59,7 +60,11 @@ def split_recordings(root: str | Path, format_name: str, channels: int | None = 
     """(training, validation): dev-train* for training, dev-val* or else dev-test* to validate."""
     train = find_recordings(root, format_name, "dev-train", channels)
     if not train:
-        raise SeldError(f"{root}: no recordings in {format_name}_dev/dev-train*")
+        audio_root = Path(root) / f"{format_name}_dev"
+        found = sorted(p.name for p in audio_root.iterdir() if p.is_dir())
+        there = f"its folders: {', '.join(found)}" if found else "no split folders in it"
+        raise SeldError(f"{root}: no recordings in {format_name}_dev/dev-train* ({there}); a TAU-NIGENS "
+                        "(DCASE 2019-2022) download is laid out as DCASE splits by python -m seld.data_prep.convert SRC DST")
     validation = (find_recordings(root, format_name, "dev-val", channels)
                   or find_recordings(root, format_name, "dev-test", channels))
     return train, validation
@@ -86,7 +91,8 @@ def check_labels(path: Path, events: Events, layout: OutputLayout) -> None:
     if len(outside):
         row = outside[0]
         raise SeldError(f"{path}: class {events.class_index[row]} at frame {events.frame[row]}, outside "
-                        f"0..{layout.num_classes - 1} (the model has {layout.num_classes} classes)")
+                        f"0..{layout.num_classes - 1} (the model has {layout.num_classes} classes; name this "
+                        "dataset's with classes=NAME,NAME,...)")
     if layout.distance and events.distance is None and len(events.frame):
         raise SeldError(f"{path}: no distance column, and the model has a distance output (model.distance=false "
                         "trains without)")

@@ -174,10 +174,14 @@ def package_info(network: SeldNetwork, config: TrainConfig, checkpoint: dict, na
         "state_size": network.state_size,
         "model": config.model.to_dict(),
         "training": {"data": config.data, "epochs_trained": int(checkpoint.get("epoch", -1)) + 1,
-                     "preset": config.preset, "seed": config.seed, **averaged},
+                     "preset": config.preset, "seed": config.seed,
+                     **({"init_from": config.init_from} if config.init_from else {}), **averaged},
         # an average's validation was never measured: no epoch's figures stand for it
         "metrics": {"validation_best_epoch": {} if averaged else best},
     }
+
+
+_CARD_METRICS = ("ER", "F", "LE", "AngE", "LR", "DistE", "RelDistE", "SELD")
 
 
 def model_card(info: dict) -> str:
@@ -195,13 +199,16 @@ def model_card(info: dict) -> str:
         f"- data: `{info['training']['data']}`",
         f"- preset: {info['training']['preset']}, epochs: {info['training']['epochs_trained']}, "
         f"seed: {info['training']['seed']}",
+        *([f"- started from the weights of `{info['training']['init_from']}` (init_from)"]
+          if info["training"].get("init_from") else []),
         *([f"- weights: the mean of epochs {', '.join(map(str, info['training']['averaged_epochs']))}"]
           if "averaged_epochs" in info["training"] else []),
         "",
-        "## Metrics (validation split, DCASE 2024, macro)",
+        "## Metrics (the best epoch, on the run's validation split: dev-val, else dev-test; DCASE 2024, macro)",
         "",
     ]
-    lines += [f"- {key}: {value:.3f}" for key, value in metrics.items() if isinstance(value, float)] or ["- none recorded"]
+    lines += [f"- {key}: {value:.3f}" for key, value in metrics.items()
+              if isinstance(value, float) and key in _CARD_METRICS] or ["- none recorded"]
     lines += [
         "",
         "## Limits",

@@ -30,8 +30,9 @@ from seld.atomic import atomic_path, write_text_atomic
 from seld.audio import LABEL_HOP, read_audio
 from seld.augment import channel_swaps
 from seld.config import apply_overrides, from_dict, load_toml, to_dict
+from seld.data_prep.sound_bank import STARSS23_CLASSES, class_key
 from seld.dataset import CropDataset, Recording, check_metadata, split_recordings
-from seld.decode import decode
+from seld.decode import OutputLayout, decode
 from seld.feature_cache import cache_features, cache_folder
 from seld.features import FeatureConfig, feature_shape
 from seld.formats import read_reference
@@ -43,10 +44,6 @@ from seld.outputs import detections_to_events
 
 log = logging.getLogger(__name__)
 
-STARSS23_CLASSES = (
-    "female speech", "male speech", "clapping", "telephone", "laughter", "domestic sounds", "footsteps",
-    "door", "music", "musical instrument", "water tap", "bell", "knock",
-)
 
 
 @dataclass(frozen=True)
@@ -165,7 +162,8 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
     config = build(dataset_defaults(config.data))
     channels, bins = feature_shape(config.features, dataset_array(config.data, config.format).num_channels)
     model = dataclasses.replace(config.model, input_channels=channels, input_bins=bins, num_classes=len(config.classes))
-    return dataclasses.replace(config, model=model)
+    # Absolute: a run resumed, or its epochs averaged, from another working folder finds its data.
+    return dataclasses.replace(config, model=model, data=str(Path(config.data).resolve()))
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -219,7 +217,13 @@ def average_checkpoints(paths: list[str | Path]) -> dict:
 
 
 def _check_same_run(path: str | Path, first_path: str | Path, checkpoint: dict, first: dict) -> None:
-    differing = [key for key in _SAME_RUN if checkpoint["config"].get(key) != first["config"].get(key)]
+    def same(key: str) -> bool:
+        mine, theirs = checkpoint["config"].get(key), first["config"].get(key)
+        if key == "data" and mine and theirs:  # one folder, given relative once and absolute once
+            return Path(mine).resolve() == Path(theirs).resolve()
+        return mine == theirs
+
+    differing = [key for key in _SAME_RUN if not same(key)]
     if checkpoint["model"].keys() != first["model"].keys():
         differing.append("weights")
     elif any(not torch.equal(value, first["model"][name]) for name, value in checkpoint["model"].items()
@@ -242,7 +246,8 @@ def load_initial_weights(source: str) -> dict:
     if not (path / "seld.json").is_file():
         return load_checkpoint(path)
     info, _, weights = read_package(path)
-    return {"config": {"classes": info["classes"], "format": info["format"]}, "model": weights, "array": info["array"]}
+    return {"config": {"classes": info["classes"], "format": info["format"], "model": info["output"]},
+            "model": weights, "array": info["array"]}
 
 
 def read_package(folder: Path) -> tuple[dict, dict | None, dict]:
@@ -268,28 +273,53 @@ def network_from_checkpoint(checkpoint: dict) -> tuple[SeldNetwork, TrainConfig]
     return network.eval(), config
 
 
+def _output_rows(source: dict, target: ModelConfig, classes: tuple[str, ...]) -> tuple[list[int], list[int]] | None:
+    """(target rows, source rows) of the output layer that mean the same (track, axis, class),
+    classes matched by name (spelling aside: 'female speech' is 'female_speech'); None when
+    the two output layouts cannot be matched (SED-DOA, or one of each)."""
+    mine = target.layout
+    theirs = OutputLayout.of(source.get("model") or {})
+    if "sed_doa" in (mine.output_format, theirs.output_format):
+        return None
+    their_class = {class_key(name): index for index, name in enumerate(source.get("classes", []))}
+    pairs = [((track * mine.axes + axis) * mine.num_classes + index,
+              (track * theirs.axes + axis) * theirs.num_classes + their_class[class_key(name)])
+             for track in range(min(mine.tracks, theirs.tracks)) for axis in range(min(mine.axes, theirs.axes))
+             for index, name in enumerate(classes) if class_key(name) in their_class]
+    return [row for row, _ in pairs], [row for _, row in pairs]
+
+
 def warm_start(network: SeldNetwork, classes: tuple[str, ...], checkpoint: dict, source: str) -> None:
-    """Start from another run's CRNN weights, for example a MIC model from a trained FOA one.
+    """Start from another run's CRNN weights, for example a MIC model from a trained FOA one,
+    or the shipped model on a dataset of one's own.
 
     The front end and the normalization stay this run's own. A tensor whose shape differs
     only in its input channels (the first convolution: 7 FOA features against 10 MIC ones)
     takes the leading ones both front ends share, a spectrum per audio channel, and zero
     for the spatial features after them, which differ (intensity vectors, GCC, phase
     differences): the network starts out detecting from the spectra as the source network
-    did, and learns the rest.
+    did, and learns the rest. The output layer takes the rows of the classes both runs have
+    (by name, in any order) and of the tracks and axes both have (a run without distance
+    leaves the source's distance rows out); the other rows keep their fresh initialization.
     """
-    if list(checkpoint["config"].get("classes", [])) != list(classes):
-        raise SeldError(f"{source}: init_from needs a run with the same classes, in the same order")
     own = network.state_dict()
     shared = min(_checkpoint_array(checkpoint).num_channels, network.num_channels)
-    copied, widened = 0, []
+    output_rows = _output_rows(checkpoint["config"], network.crnn.config, classes)
+    head = getattr(network.crnn, "head", None)  # (multi-)ACCDOA: its last Linear is the output layer
+    output_layer = "crnn.head." + (f"{len(head) - 1}." if isinstance(head, torch.nn.Sequential) else "")
+    copied, widened, output = 0, [], ""
     for name, value in checkpoint["model"].items():
         if not name.startswith("crnn."):
             continue
         if name not in own:
             raise SeldError(f"{source}: init_from needs the same architecture; {name} is not in this network")
         target = own[name]
-        if value.shape == target.shape:
+        if head is not None and name.startswith(output_layer) and "." not in name[len(output_layer):] \
+                and output_rows is not None:
+            mine, theirs = output_rows
+            target[mine] = value[theirs].to(target.dtype)
+            output = f"; output layer: {len(mine)} of {target.shape[0]} outputs from it"
+        elif value.shape == target.shape:
             target.copy_(value)
             copied += 1
         elif value.dim() > 1 and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
@@ -299,8 +329,8 @@ def warm_start(network: SeldNetwork, classes: tuple[str, ...], checkpoint: dict,
         else:
             raise SeldError(f"{source}: init_from needs the same architecture; {name} is "
                             f"{tuple(value.shape)} there, {tuple(target.shape)} here")
-    log.info("init_from %s: %d tensors copied%s", source, copied,
-             f", {', '.join(widened)} from the shared leading inputs" if widened else "")
+    log.info("init_from %s: %d tensors copied%s%s", source, copied,
+             f", {', '.join(widened)} from the shared leading inputs" if widened else "", output)
 
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "config.json")
@@ -425,8 +455,16 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     train_recordings, validation_recordings = split_recordings(config.data, config.format, array.num_channels)
     check_metadata(train_recordings + validation_recordings, config.model.layout)
     if main_process:
-        log.info("training on %d recordings, validating on %d, device %s", len(train_recordings),
-                 len(validation_recordings), device)
+        def splits(recordings):
+            return ", ".join(sorted({r.audio_path.parent.name for r in recordings})) or "none"
+
+        log.info("training on %d recordings (%s), validating on %d (%s), device %s", len(train_recordings),
+                 splits(train_recordings), len(validation_recordings), splits(validation_recordings), device)
+        if not validation_recordings:
+            log.warning("no dev-val* or dev-test* split: the best epoch is the one of the lowest training loss")
+        elif not any(r.audio_path.parent.name.startswith("dev-val") for r in validation_recordings):
+            log.warning("no dev-val* split: the best epoch is chosen on dev-test*, so its scores there are "
+                        "not those of unseen data")
     network = SeldNetwork(config.features, config.model, array).to(device)
     layout = config.model.layout
     crop_frames = round(config.crop_seconds * 10)
@@ -550,6 +588,7 @@ def train_command(args) -> int:
             config = from_dict(TrainConfig, checkpoint["config"], str(run_dir / "last.pt"))
         if args.overrides:
             config = apply_overrides(config, args.overrides)
+            config = dataclasses.replace(config, data=str(Path(config.data).resolve()))
     else:
         if not args.out:
             raise SeldError("pass --out RUN_DIR (or --resume RUN_DIR)")

@@ -15,6 +15,7 @@ from seld import SeldError
 from seld.arrays import FOA, TETRAHEDRAL
 from seld.augment import channel_swaps
 from seld.cli import cli
+from seld.decode import OutputLayout
 
 
 def test_features_stay_float32_under_mixed_precision():
@@ -367,8 +368,34 @@ def test_init_from_starts_a_mic_run_from_foa_weights(tiny_run, tmp_path):
     other = resolve_config("mic", "tiny", None, ["model.gru_size=8"], str(tmp_path))
     with pytest.raises(SeldError, match="same architecture"):
         warm_start(SeldNetwork(other.features, other.model, TETRAHEDRAL), other.classes, source, "foa run")
-    with pytest.raises(SeldError, match="same classes"):
-        warm_start(network, tuple(reversed(config.classes)), source, "foa run")
+
+
+def test_init_from_maps_the_output_layer_by_class_name_track_and_axis(tiny_run, tmp_path):
+    """Fine-tuning on data of one's own: classes in another order or spelling, a few of them only,
+    no distance column (the 2023 format): the output rows that mean the same are copied."""
+    from seld.network import SeldNetwork
+    from seld.train import load_checkpoint, resolve_config, warm_start
+
+    source = load_checkpoint(tiny_run)
+    theirs_classes = source["config"]["classes"]
+    theirs_layout = OutputLayout.of(source["config"]["model"])
+    assert theirs_layout.distance
+    classes = ("knock", "a class of my own", theirs_classes[0].replace("_", " "))  # 'female speech'
+    config = resolve_config("foa", "tiny", None, ["model.distance=false", f"classes={','.join(classes)}"],
+                            str(tmp_path))
+    network = SeldNetwork(config.features, config.model, FOA)
+    fresh = network.state_dict()["crnn.head.weight"].clone()
+    warm_start(network, config.classes, source, "foa run")
+    mine, theirs = network.state_dict()["crnn.head.weight"], source["model"]["crnn.head.weight"]
+    layout = config.model.layout
+    assert mine.shape[0] == layout.size == theirs_layout.tracks * 3 * 3
+    for track in range(layout.tracks):
+        for axis in range(3):
+            def row(index, of=layout):
+                return (track * of.axes + axis) * of.num_classes + index
+            assert torch.equal(mine[row(0)], theirs[row(theirs_classes.index("knock"), theirs_layout)])
+            assert torch.equal(mine[row(2)], theirs[row(0, theirs_layout)])
+            assert torch.equal(mine[row(1)], fresh[row(1)])  # a class it has not seen: left as initialized
 
 
 def test_init_from_through_the_command_line(tiny_run, tmp_path, capsys):
@@ -380,6 +407,67 @@ def test_init_from_through_the_command_line(tiny_run, tmp_path, capsys):
     assert cli(["train", "--data", str(data), "--out", str(tmp_path / "bad"), "--format", "mic", "--preset", "tiny",
                 "epochs=1", f"init_from={tmp_path / 'nowhere'}"]) == 1
     assert "nowhere: no checkpoint" in capsys.readouterr().err
+
+
+def test_layouts_that_do_not_fit_say_what_to_do(tmp_path, capsys):
+    """A TAU-NIGENS download (flat fold files), audio at 48 kHz, a test split only: one line each."""
+    import soundfile
+
+    flat = tmp_path / "flat" / "foa_dev"
+    flat.mkdir(parents=True)
+    soundfile.write(flat / "fold1_room1_mix001.wav", np.zeros((2400, 4), np.float32), 24_000)
+    (flat / "fold1").mkdir()
+    assert cli(["train", "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "r1"), "--preset", "tiny"]) == 1
+    error = capsys.readouterr().err
+    assert "no recordings in foa_dev/dev-train* (its folders: fold1)" in error
+    assert "python -m seld.data_prep.convert SRC DST" in error
+
+    data = tiny_dataset(tmp_path / "data48")
+    wav = next((data / "foa_dev" / "dev-train").glob("*.wav"))
+    audio, _ = soundfile.read(wav)
+    soundfile.write(wav, np.repeat(audio, 2, axis=0), 48_000)
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "r2"), "--preset", "tiny"]) == 1
+    assert "sample rate 48000 Hz, training needs 24000 Hz (resample the dataset first" in capsys.readouterr().err
+
+
+def test_choosing_the_best_epoch_on_dev_test_is_said(tmp_path, caplog):
+    import logging
+
+    data = tiny_dataset(tmp_path / "data")
+    for folder in ("foa_dev", "metadata_dev"):
+        (data / folder / "dev-val").rename(data / folder / "dev-test-sony")
+    with caplog.at_level(logging.INFO, logger="seld.train"):
+        assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=1"]) == 0
+    assert "validating on 1 (dev-test-sony)" in caplog.text
+    assert "no dev-val* split: the best epoch is chosen on dev-test*" in caplog.text
+
+
+def test_a_run_with_a_relative_data_path_resumes_and_averages_from_another_folder(tmp_path, monkeypatch):
+    tiny_dataset(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    assert cli(["train", "--data", "data", "--out", "run", "--preset", "tiny", "epochs=1"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == str(tmp_path / "data")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert cli(["train", "--resume", "../run", "epochs=2"]) == 0
+    assert cli(["export", "../run/best.pt", str(tmp_path / "run" / "last.pt"), "--out", "soup"]) == 0
+
+
+def test_init_from_the_shipped_model_on_a_dataset_without_dataset_json(tmp_path, caplog):
+    """The README's fine-tuning line on data laid out as STARSS23 is downloaded (no dataset.json):
+    the default class names are the shipped model's, so everything is copied."""
+    import logging
+
+    data = tiny_dataset(tmp_path / "data")
+    with caplog.at_level(logging.INFO, logger="seld.train"):
+        assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "default", "epochs=1",
+                    "batch_size=2", "threads=1", "workers=0", "init_from=foa"]) == 0
+    assert "output layer: 156 of 156 outputs from it" in caplog.text
+    assert "no dev-val* split: the best epoch is chosen on dev-test*" not in caplog.text  # it has dev-val
+    assert cli(["export", str(tmp_path / "run"), "--out", str(tmp_path / "model")]) == 0
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "started from the weights of `foa` (init_from)" in card
+    assert "- F: " in card and "learning_rate" not in card and "seconds" not in card
 
 
 def test_mic_card_compares_the_model_with_the_foa_one(tiny_model_package, tmp_path):
