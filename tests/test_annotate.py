@@ -393,9 +393,12 @@ def test_jobs_are_dealt_by_size_and_processes_by_cores(tmp_path):
 def test_nothing_to_do_in_processes_and_a_dead_workers_files(tiny_model_package, tmp_path, capsys):
     from seld.annotate_processes import _lost_files
 
-    (tmp_path / "empty").mkdir()
-    assert cli(["annotate", str(tmp_path / "empty"), "--model", str(tiny_model_package), "--out",
-                str(tmp_path / "out"), "--processes", "2"]) == 0
+    wav(tmp_path / "done" / "a.wav", 0.5)
+    (tmp_path / "done-out").mkdir()
+    for suffix in (".csv", ".json"):  # annotated already: nothing left to do
+        (tmp_path / "done-out" / f"a{suffix}").write_text("")
+    assert cli(["annotate", str(tmp_path / "done"), "--model", str(tiny_model_package), "--out",
+                str(tmp_path / "done-out"), "--processes", "2"]) == 0
     assert "annotated 0 file(s), 0 failed" in capsys.readouterr().out
     jobs, _ = find_jobs([str(wav(tmp_path / "in" / name, 0.5)) for name in ("done.wav", "lost.wav")], tmp_path / "out")
     (tmp_path / "out").mkdir()
