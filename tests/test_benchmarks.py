@@ -35,7 +35,7 @@ def test_bench_annotate_times_ours_the_command_and_the_reference_at_its_best(mon
     assert set(by_threads) == {"1", str(result["machine"]["cores"])}
     assert reference["runs_s"] == [min(runs[0] for runs in by_threads.values())]
     table = bench_annotate.format_table(result)
-    assert "end to end" in table and "reference: the faster of" in table
+    assert "command (start-up included)" in table and "reference: the faster of" in table
 
 
 def test_bench_gpu_takes_its_steps_and_counts_nodes_per_provider(monkeypatch):

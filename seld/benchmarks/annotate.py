@@ -300,7 +300,7 @@ def format_table(result: dict) -> str:
     other = result["ours_one_loop_all_threads"]
     if other:
         row(f"seld annotate (1 loop x {other['ort_threads_per_loop']} ORT threads)", other)
-    row("seld annotate command, end to end (start-up included)", result["ours_command_end_to_end"])
+    row("seld annotate command (start-up included)", result["ours_command_end_to_end"])
     row(f"reference, DCASE 2023 way ({reference['files']} files, scaled)", reference)
     by_threads = ", ".join(f"{threads} thread(s) {np.median(runs) / (reference['files'] / 60):.1f} s/h"
                            for threads, runs in reference["runs_s_by_torch_threads"].items())
