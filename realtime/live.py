@@ -31,7 +31,7 @@ def load_engine(args):
 
 
 def live_command(args) -> int:
-    with _sigterm_as_interrupt():  # from the start: SIGTERM while the model loads is an interrupt too
+    with _ending_signals_as_interrupt():  # from the start: SIGTERM while the model loads is an interrupt too
         return _live(args)
 
 
@@ -122,7 +122,7 @@ _ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") 
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
+def _ending_signals_as_interrupt():
     """SIGTERM, and SIGHUP (its terminal closed), end a run the way Ctrl-C does (main thread only:
     signals are delivered there)."""
     if threading.current_thread() is not threading.main_thread():
@@ -132,11 +132,13 @@ def _sigterm_as_interrupt():
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = [signal.signal(s, interrupt) for s in _ENDING_SIGNALS]
+    # A signal ignored already stays ignored: `nohup seld live ...` must outlive its terminal.
+    caught = [s for s in _ENDING_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = [signal.signal(s, interrupt) for s in caught]
     try:
         yield
     finally:
-        for s, handler in zip(_ENDING_SIGNALS, previous):
+        for s, handler in zip(caught, previous):
             signal.signal(s, handler)
 
 
@@ -164,7 +166,7 @@ def run_live(engine, source, displays: list, recorder: Recorder | None = None, o
     blocks = BlockQueue(source.channels, block_samples, math.ceil(QUEUE_S / BLOCK_S))
     loop = LiveLoop(engine, source, blocks, displays, recorder)
     ending = f"end of {source.name}"
-    with _sigterm_as_interrupt():
+    with _ending_signals_as_interrupt():
         try:
             loop.start()
             source.start(blocks)
@@ -190,7 +192,7 @@ def run_live(engine, source, displays: list, recorder: Recorder | None = None, o
         recorded = recorder.close() if recorder is not None else None
         displays_closed = loop.close_displays()
         stats = loop.stats(final=True)
-    error = loop.error
+    error = loop.error or loop.display_error()
     if isinstance(error, BrokenPipeError):
         # The program reading --json went away: not an error of ours.
         with contextlib.suppress(OSError):

@@ -77,7 +77,7 @@ class DisplayFeed:
         self.error: BaseException | None = None
         self.final_stats: dict | None = None  # set by close
         self.closed = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="seld-displays", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"seld-display-{type(display).__name__}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -171,6 +171,10 @@ class LiveLoop:
         closed = [feed.close(stats, 0.0) for feed in self.feeds]  # all asked first: they close side by side
         return all(done or feed.closed.wait(max(0.0, deadline - time.monotonic()))
                    for done, feed in zip(closed, self.feeds))
+
+    def display_error(self) -> BaseException | None:
+        """The first error a display raised (showing frames or closing), once they are closed."""
+        return next((feed.error for feed in self.feeds if feed.error is not None), None)
 
     def _hand_over(self, frame: dict | None, stats: dict) -> None:
         for feed in self.feeds:

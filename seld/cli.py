@@ -52,7 +52,8 @@ def _at_least_one(text: str) -> int:
 
 # Packages only training, export, synthesis and the benchmarks need: an inference-only install
 # (numpy, scipy, soundfile, onnxruntime) may leave them out.
-_INSTALL_HINTS = {"torch": "pip install torch==2.11.0 torchaudio==2.11.0", "torchaudio": "pip install torchaudio==2.11.0"}
+_INSTALL_HINTS = {"torch": "pip install torch==2.11.0 torchaudio==2.11.0", "torchaudio": "pip install torchaudio==2.11.0",
+                  "onnxruntime": "pip install onnxruntime-gpu, or onnxruntime where there is no NVIDIA GPU"}
 
 
 def build_parser() -> argparse.ArgumentParser:

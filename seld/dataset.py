@@ -63,8 +63,10 @@ def split_recordings(root: str | Path, format_name: str, channels: int | None = 
         audio_root = Path(root) / f"{format_name}_dev"
         found = sorted(p.name for p in audio_root.iterdir() if p.is_dir())
         there = f"its folders: {', '.join(found)}" if found else "no split folders in it"
-        raise SeldError(f"{root}: no recordings in {format_name}_dev/dev-train* ({there}); a TAU-NIGENS "
-                        "(DCASE 2019-2022) download is laid out as DCASE splits by python -m seld.data_prep.convert SRC DST")
+        hint = ("" if any(name.startswith("dev-train") for name in found) else
+                "; a TAU-NIGENS (DCASE 2019-2022) download is laid out as DCASE splits by "
+                "python -m seld.data_prep.convert SRC DST")
+        raise SeldError(f"{root}: no recordings in {format_name}_dev/dev-train* ({there}){hint}")
     validation = (find_recordings(root, format_name, "dev-val", channels)
                   or find_recordings(root, format_name, "dev-test", channels))
     return train, validation

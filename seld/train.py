@@ -305,6 +305,10 @@ def warm_start(network: SeldNetwork, classes: tuple[str, ...], checkpoint: dict,
     own = network.state_dict()
     shared = min(_checkpoint_array(checkpoint).num_channels, network.num_channels)
     output_rows = _output_rows(checkpoint["config"], network.crnn.config, classes)
+    their_classes = list(checkpoint["config"].get("classes", []))
+    if output_rows is None and list(map(class_key, their_classes)) != list(map(class_key, classes)):
+        raise SeldError(f"{source}: init_from with a SED-DOA output needs a run with the same classes, in the same "
+                        f"order ({', '.join(their_classes)})")
     head = getattr(network.crnn, "head", None)  # (multi-)ACCDOA: its last Linear is the output layer
     output_layer = "crnn.head." + (f"{len(head) - 1}." if isinstance(head, torch.nn.Sequential) else "")
     copied, widened, output = 0, [], ""
@@ -331,6 +335,9 @@ def warm_start(network: SeldNetwork, classes: tuple[str, ...], checkpoint: dict,
                             f"{tuple(value.shape)} there, {tuple(target.shape)} here")
     log.info("init_from %s: %d tensors copied%s%s", source, copied,
              f", {', '.join(widened)} from the shared leading inputs" if widened else "", output)
+    if output_rows is not None and not output_rows[0]:
+        log.warning("init_from %s: no class in common with it (%s): its output layer is not used",
+                    source, ", ".join(their_classes))
 
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "config.json")

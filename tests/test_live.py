@@ -340,6 +340,33 @@ def test_sigterm_and_sighup_end_like_ctrl_c_and_keep_the_recording(tmp_path, end
     assert 0.2 * RATE < soundfile.info(tmp_path / "rec.wav").frames < 2 * RATE
 
 
+def test_a_signal_ignored_already_stays_ignored():
+    """`nohup seld live ...`: SIGHUP ignored by nohup must not end the run when the terminal closes."""
+    from seld.realtime.live import _ending_signals_as_interrupt
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with _ending_signals_as_interrupt():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_an_error_of_a_display_is_raised_after_the_wind_up(tmp_path):
+    class FailsToClose(Collect):
+        def close(self, stats: dict) -> None:
+            raise ValueError("display failed on purpose")
+
+    path = tmp_path / "in.wav"
+    tone_file(path, RATE, 4, loud_channel=0, seconds=0.5)
+    recorder = Recorder(tmp_path / "rec.wav", RATE, 4)
+    with pytest.raises(ValueError, match="on purpose"):
+        run_live(LoudnessEngine(), FileSource(path, 4, None), [FailsToClose()], recorder)
+    assert (tmp_path / "rec.wav").exists()
+
+
 class BlockedDisplay(Collect):
     """A display whose output nobody reads: it blocks on its first frame (a terminal of a hung
     ssh link, a --json pipe not drained) until released."""
@@ -614,7 +641,9 @@ def test_web_view_resends_only_the_frames_a_reconnecting_page_missed():
                                           ("odd", {"Last-Event-ID": "x"}))]
         for listener in listeners:
             listener.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while len(web.clients) < len(listeners) and time.monotonic() < deadline:  # all connected
+            time.sleep(0.02)
         web.frame({"frame": 10, "events": []}, {"elapsed_s": 1.0})
     finally:
         web.close({"elapsed_s": 1.0})
@@ -728,6 +757,7 @@ def test_engine_loop_memory_stays_flat(tiny_model_package):
     class Source:
         name, rate, channels = "noise", engine.sample_rate, list(range(engine.num_channels))
 
+    # Its display feed is not started: it holds the last FEED_FRAMES frames only, as a display behind would.
     loop = LiveLoop(engine, Source(), BlockQueue(Source.channels, 2400, 4), [Collect()])
     rng = np.random.default_rng(0)
     blocks = [(0.3 * rng.standard_normal((engine.num_channels, 2400))).astype(np.float32) for _ in range(8)]

@@ -442,6 +442,26 @@ def test_choosing_the_best_epoch_on_dev_test_is_said(tmp_path, caplog):
     assert "no dev-val* split: the best epoch is chosen on dev-test*" in caplog.text
 
 
+def test_init_from_a_sed_doa_run_needs_its_classes_in_order(tmp_path):
+    from seld.config import to_dict
+    from seld.network import SeldNetwork
+    from seld.train import resolve_config, warm_start
+
+    def run(classes):
+        config = resolve_config("foa", "tiny", None, ["model.output_format=sed_doa", "model.distance=false",
+                                                      f"classes={','.join(classes)}"], str(tmp_path))
+        return config, SeldNetwork(config.features, config.model, FOA)
+
+    source_config, source = run(("dog", "cat", "bird"))
+    checkpoint = {"config": to_dict(source_config), "model": source.state_dict()}
+    config, network = run(("dog", "cat", "bird"))
+    warm_start(network, config.classes, checkpoint, "sed run")
+    assert torch.equal(network.state_dict()["crnn.sed_head.weight"], source.state_dict()["crnn.sed_head.weight"])
+    config, network = run(("bird", "cat", "dog"))
+    with pytest.raises(SeldError, match="SED-DOA output needs a run with the same classes, in the same order"):
+        warm_start(network, config.classes, checkpoint, "sed run")
+
+
 def test_a_run_with_a_relative_data_path_resumes_and_averages_from_another_folder(tmp_path, monkeypatch):
     tiny_dataset(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
