@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from seld import SeldError
-from seld.annotate import Job, Summary, _Bar, annotate, has_outputs
+from seld.annotate import Job, Summary, _Bar, annotate, has_outputs, output_path
 from seld.audio import audio_info
 from seld.engine import Engine, ModelInfo
 
@@ -81,7 +81,12 @@ class _QueueBar:
         self.messages.put(("write", text))
 
 
+_messages = None  # the worker's queue to the parent
+
+
 def _stop(signum, frame) -> None:
+    if _messages is not None:  # exiting must not wait to hand the parent messages it may never read
+        _messages.cancel_join_thread()
     raise SystemExit(128 + signum)  # unwinds annotate(): its partial outputs are discarded
 
 
@@ -94,6 +99,8 @@ def _die_with_parent() -> None:
 
 def _worker(index: int, messages, model: str, device: str, cores: int, jobs: list[Job], readers: int, plot: bool,
             log_level: int) -> None:
+    global _messages
+    _messages = messages
     signal.signal(signal.SIGTERM, _stop)
     _die_with_parent()
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -154,11 +161,26 @@ def _stop_workers(workers: list) -> None:
             worker.join()
 
 
-def _lost_files(jobs: list[Job], exitcode: int | None) -> list[str]:
-    """A dead worker's files without outputs: reported as failed, their temporary files removed."""
+def _outputs_stamp(job: Job) -> tuple[int, int] | None:
+    """The identity of a job's CSV (inode, modification time): outputs put in place (renamed over)
+    by this run have another."""
+    try:
+        csv = output_path(job.output_stem, ".csv").stat()
+    except OSError:
+        return None
+    return csv.st_ino, csv.st_mtime_ns
+
+
+def _finished(job: Job, before: dict[Job, tuple[int, int] | None]) -> bool:
+    """Whether this run wrote the job's outputs (with --overwrite, the last run's are there too)."""
+    return has_outputs(job) and _outputs_stamp(job) != before.get(job)
+
+
+def _lost_files(jobs: list[Job], exitcode: int | None, before: dict[Job, tuple[int, int] | None]) -> list[str]:
+    """A dead worker's files it did not finish: reported as failed, their temporary files removed."""
     lost = []
     for job in jobs:
-        if has_outputs(job):
+        if _finished(job, before):
             continue
         stem = job.output_stem
         for temporary in stem.parent.glob(f".{glob.escape(stem.name)}.*.tmp"):
@@ -184,6 +206,7 @@ def annotate_in_processes(model: str | Path, device: str, jobs: list[Job], proce
     durations = _durations(jobs, int(info.data["num_channels"]))
     bar = _Bar(len(jobs), sum(durations.values()), disable=not progress_bar)
     started = time.perf_counter()
+    before = {job: _outputs_stamp(job) for job in jobs}  # outputs of an earlier run (--overwrite)
     results: dict[int, tuple] = {}  # worker index -> its last message
 
     def take(message) -> None:
@@ -230,8 +253,8 @@ def annotate_in_processes(model: str | Path, device: str, jobs: list[Job], proce
         elif kind == "crash":
             raise RuntimeError(f"a seld annotate worker failed:\n{rest[0]}")
         else:  # died: what it finished stands
-            done = [job for job in part if has_outputs(job)]
-            summaries.append(Summary(len(done), _lost_files(part, rest[0]),
+            done = [job for job in part if _finished(job, before)]
+            summaries.append(Summary(len(done), _lost_files(part, rest[0], before),
                                      sum(durations.get(job, 0.0) for job in done), 0.0))
     log.info("model %s on %s", info.data.get("name", model), " / ".join(sorted(providers)))
     order = {str(job.source): index for index, job in enumerate(jobs)}

@@ -191,6 +191,17 @@ class Engine:
         self.info = ModelInfo.load(model_dir)
         data = self.info.data
         self.model_dir = self.info.folder
+        try:
+            features = self._read_settings(data)
+        except (KeyError, TypeError, ValueError) as error:
+            raise SeldError(f"{self.model_dir / 'seld.json'}: not a valid model description "
+                            f"({type(error).__name__}: {error})") from None
+        self.device, self.purpose = device, purpose
+        self._open_sessions(device, purpose, parallel, cores, features)
+        self._check_graph()
+
+    def _read_settings(self, data: dict) -> FeatureConfig:
+        """seld.json's settings as attributes; returns the front end's configuration."""
         self.name: str = data.get("name", self.model_dir.name)
         self.sample_rate: int = int(data["sample_rate"])
         self.num_channels: int = int(data["num_channels"])
@@ -207,8 +218,25 @@ class Engine:
         self.state_size: int = int(data["state_size"])
         self.threshold: float = float(data["thresholds"]["activity"])
         self.merge_degrees: float = float(data["thresholds"]["merge_degrees"])
-        features = FeatureConfig.from_dict(data["front_end"], str(self.model_dir / "seld.json"))
-        self.device, self.purpose = device, purpose
+        if len(self.class_names) != self.layout.num_classes:
+            raise ValueError(f"{len(self.class_names)} classes named, output.num_classes {self.layout.num_classes}")
+        return FeatureConfig.from_dict(data["front_end"], str(self.model_dir / "seld.json"))
+
+    def _check_graph(self) -> None:
+        """seld.json describes its graph: a hand-edited value would fail mid-run, or decode wrongly."""
+        inputs = {i.name: i.shape for i in self.stream_session.get_inputs()}
+        outputs = {o.name: o.shape for o in self.stream_session.get_outputs()}
+        problems = []
+        if self.causal and inputs.get("state", [None, None])[-1] != self.state_size:
+            problems.append(f"state_size {self.state_size}, the graph's state {inputs.get('state')}")
+        if outputs.get("outputs", [None])[-1] != self.layout.size:
+            problems.append(f"output {self.layout} has {self.layout.size} values a frame, "
+                            f"the graph's outputs {outputs.get('outputs')}")
+        if problems:
+            raise SeldError(f"{self.model_dir / 'seld.json'}: does not describe stream.onnx: {'; '.join(problems)}")
+
+    def _open_sessions(self, device: str, purpose: str, parallel: int | None, cores: int | None,
+                       features: FeatureConfig) -> None:
         cores = max(1, cores or os.cpu_count() or 1)
         # Threads for the CPU provider (the CUDA provider, when it is really there, ignores them).
         if purpose == "stream":

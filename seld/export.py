@@ -263,8 +263,11 @@ def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Pat
         checkpoint = load_checkpoint(source) if len(sources) == 1 else average_checkpoints(sources)
         network, config = network_from_checkpoint(checkpoint)
         info, training_config, card = package_info(network, config, checkpoint, name or out_dir.name), checkpoint["config"], None
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as error:
+        raise SeldError(f"{out_dir}: cannot write the package there ({error.strerror or error})") from None
     try:
         export_graphs(network, staging)
         differences = check_graphs(network, staging)
@@ -276,13 +279,30 @@ def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Pat
         staging.chmod(0o755)
         for path in staging.iterdir():
             path.chmod(0o644)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
+        _put_in_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return differences
+
+
+def _put_in_place(staging: Path, out_dir: Path) -> None:
+    """`staging` becomes `out_dir`; a package there is moved aside first and deleted only once the
+    new one stands, so a failure or a kill leaves one whole package, never half of each."""
+    replaced = staging.with_name(staging.name + ".replaced") if out_dir.exists() else None
+    try:
+        if replaced is not None:
+            out_dir.rename(replaced)
+        try:
+            staging.rename(out_dir)
+        except OSError:
+            if replaced is not None:
+                replaced.rename(out_dir)
+            raise
+    except OSError as error:
+        raise SeldError(f"{out_dir}: cannot put the package in place ({error.strerror or error})") from None
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
 
 
 def export_command(args) -> int:

@@ -405,9 +405,25 @@ def test_nothing_to_do_in_processes_and_a_dead_workers_files(tiny_model_package,
     for suffix in (".csv", ".json"):
         (tmp_path / "out" / f"done{suffix}").write_text("")
     (tmp_path / "out" / ".lost.csv.x1y2.tmp").write_text("half")
-    assert _lost_files(jobs, -9) == [f"{jobs[1].source}: not annotated: the worker process annotating it died "
-                                     "(exit code -9)"]
+    assert _lost_files(jobs, -9, {}) == [f"{jobs[1].source}: not annotated: the worker process annotating it died "
+                                         "(exit code -9)"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["done.csv", "done.json"]
+
+
+def test_with_overwrite_a_dead_workers_files_from_an_earlier_run_are_not_counted_done(tmp_path):
+    from seld.annotate_processes import _lost_files, _outputs_stamp
+
+    jobs, _ = find_jobs([str(wav(tmp_path / "in" / name, 0.5)) for name in ("redone.wav", "stale.wav")], tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    for name in ("redone", "stale"):  # the last run's outputs
+        for suffix in (".csv", ".json"):
+            (tmp_path / "out" / f"{name}{suffix}").write_text("old")
+    before = {job: _outputs_stamp(job) for job in jobs}
+    fresh = tmp_path / "out" / ".redone.csv.new.tmp"  # this run puts its CSV in place by a rename
+    fresh.write_text("new")
+    fresh.replace(tmp_path / "out" / "redone.csv")
+    assert _lost_files(jobs, -9, before) == [f"{jobs[1].source}: not annotated: the worker process annotating it "
+                                             "died (exit code -9)"]
 
 
 # ------------------------------------------------------------------ odd names and failed writes
@@ -430,7 +446,7 @@ def test_a_dead_workers_temporary_files_go_whatever_the_name(tmp_path):
     jobs, _ = find_jobs([str(wav(tmp_path / "in" / "take[1].wav", 0.5))], tmp_path / "out")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / ".take[1].csv.x1y2.tmp").write_text("half")
-    assert len(_lost_files(jobs, -9)) == 1 and list((tmp_path / "out").iterdir()) == []
+    assert len(_lost_files(jobs, -9, {})) == 1 and list((tmp_path / "out").iterdir()) == []
 
 
 def test_a_name_that_is_not_utf8(tiny_model_package, tmp_path, capsys):

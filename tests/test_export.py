@@ -196,6 +196,51 @@ def test_not_a_model_package(tmp_path):
         Engine(tmp_path / "absent")
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda info: info.update(state_size=100), "does not describe stream.onnx: state_size 100"),
+    (lambda info: info["output"].update(num_classes=info["output"]["num_classes"] - 1)
+     or info.update(classes=info["classes"][:-1]), "does not describe stream.onnx: output"),
+    (lambda info: info.update(classes=info["classes"] + ["extra"]), "classes named, output.num_classes"),
+    (lambda info: info.pop("output"), "not a valid model description (KeyError: 'output')"),
+])
+def test_a_hand_edited_seld_json_that_does_not_fit_its_graph_is_refused(tiny_model_package, tmp_path, edit, message):
+    package = tmp_path / "edited"
+    shutil.copytree(tiny_model_package, package)
+    info = json.loads((package / "seld.json").read_text())
+    edit(info)
+    (package / "seld.json").write_text(json.dumps(info))
+    with pytest.raises(SeldError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Engine(package, device="cpu")
+
+
+def test_export_replaces_a_package_whole_or_not_at_all(tiny_run, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from seld.export import export_package
+
+    out = tmp_path / "model"
+    export_package([str(tiny_run)], out)
+    (out / "marker").write_text("the old package")
+    rename = Path.rename
+
+    def failing_rename(self, target):  # the new package cannot be put in place (a full disk, say)
+        if Path(target) == out and not self.name.endswith(".replaced"):
+            raise OSError(28, "No space left on device")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(SeldError, match="cannot put the package in place"):
+        export_package([str(tiny_run)], out)
+    monkeypatch.undo()
+    assert (out / "marker").is_file() and Engine(out, device="cpu")  # the old one, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing else left beside it
+    export_package([str(tiny_run)], out)
+    assert not (out / "marker").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SeldError, match="a-file/pkg: cannot write the package there"):
+        export_package([str(tiny_run)], tmp_path / "a-file" / "pkg")
+
+
 def test_inference_path_never_imports_torch_or_scipy_stats(tiny_model_package, tmp_path):
     wav = tmp_path / "x.wav"
     soundfile.write(wav, np.zeros((4800, 4), np.float32), 24_000)
