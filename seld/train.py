@@ -3,8 +3,8 @@
 RUN_DIR holds config.json (the resolved config), last.pt and best.pt (checkpoints of
 plain types, written whole-or-nothing), metrics.csv and tensorboard/. A run killed at
 any moment resumes from last.pt with `--resume RUN_DIR`; every random choice of an
-epoch derives from (seed, epoch), so on CPU a resumed run ends with the same weights
-as an uninterrupted one.
+epoch derives from (seed, epoch), so on CPU, with the same number of torch threads, a
+resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -162,8 +162,9 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
     config = build(dataset_defaults(config.data))
     channels, bins = feature_shape(config.features, dataset_array(config.data, config.format).num_channels)
     model = dataclasses.replace(config.model, input_channels=channels, input_bins=bins, num_classes=len(config.classes))
-    # Absolute: a run resumed, or its epochs averaged, from another working folder finds its data.
-    return dataclasses.replace(config, model=model, data=str(Path(config.data).resolve()))
+    # Absolute: a run resumed, or its epochs averaged, from another working folder finds its data
+    # (and its feature cache).
+    return _absolute_paths(dataclasses.replace(config, model=model))
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -172,6 +173,19 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
     with atomic_path(path) as temporary:
         torch.save(checkpoint, temporary)
+
+
+def _repair_best(run_dir: Path, last: dict) -> None:
+    """A run killed between writing last.pt and best.pt: best.pt becomes last.pt's epoch when
+    that epoch was the best."""
+    if last.get("best_epoch") != last["epoch"]:
+        return
+    best = run_dir / "best.pt"
+    if best.exists() and load_checkpoint(best).get("epoch") == last["epoch"]:
+        return
+    log.info("%s: epoch %d was the best and is not there (killed while writing it); writing it now", best,
+             last["epoch"] + 1)
+    save_checkpoint(best, last)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -490,6 +504,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
 
     history, best_seld, first_epoch = [], math.inf, 0
+    checkpoint_best_epoch = resume.get("best_epoch") if resume is not None else None
     if resume is not None:
         network.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -497,6 +512,12 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
             scaler.load_state_dict(resume["scaler"])
         history, best_seld, first_epoch = list(resume["history"]), float(resume["best_seld"]), int(resume["epoch"]) + 1
         log.info("resuming after epoch %d", first_epoch)
+        if main_process:
+            _repair_best(run_dir, resume)
+        if resume.get("threads", torch.get_num_threads()) != torch.get_num_threads() and device.type == "cpu":
+            log.warning("resuming on %d torch threads, the run had %d: its weights will differ slightly from "
+                        "an uninterrupted run's (set threads=%d for the same)", torch.get_num_threads(),
+                        resume["threads"], resume["threads"])
     else:
         mean, std = normalization_statistics(network, train_recordings, config.normalization_files, device)
         network.set_normalization(mean, std)
@@ -567,11 +588,15 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         checkpoint = {
             "config": to_dict(config), "model": network.state_dict(), "optimizer": optimizer.state_dict(),
             "epoch": epoch, "best_seld": best_seld, "history": history, "scaler": scaler.state_dict(),
-            "array": array.to_dict(),
+            "array": array.to_dict(), "best_epoch": epoch if improved else checkpoint_best_epoch,
+            "threads": torch.get_num_threads(),
         }
+        checkpoint_best_epoch = checkpoint["best_epoch"]
+        # last.pt first: a kill before best.pt is written is repaired on resume (_repair_best);
+        # the other way round, a rerun of the epoch could leave best.pt an epoch last.pt does not know.
+        save_checkpoint(run_dir / "last.pt", checkpoint)
         if improved:
             save_checkpoint(run_dir / "best.pt", checkpoint)
-        save_checkpoint(run_dir / "last.pt", checkpoint)
         write_metrics_csv(run_dir / "metrics.csv", history)
         log_scalars(writer, row)
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
@@ -582,9 +607,17 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     return row
 
 
+def _absolute_paths(config: TrainConfig) -> TrainConfig:
+    cache = str(Path(config.feature_cache).resolve()) if config.feature_cache else config.feature_cache
+    return dataclasses.replace(config, data=str(Path(config.data).resolve()), feature_cache=cache)
+
+
 def train_command(args) -> int:
     if args.resume:
         run_dir = Path(args.resume)
+        if not (run_dir / "last.pt").exists() and not (run_dir / "config.json").is_file():
+            raise SeldError(f"{run_dir}: no run to resume (no last.pt, no config.json: it was stopped before it "
+                            f"began); start it with --out {run_dir}")
         if not (run_dir / "last.pt").exists() and (run_dir / "config.json").is_file():
             # Stopped in its first epoch: nothing to resume, so it starts again with the same config.
             checkpoint = None
@@ -594,8 +627,7 @@ def train_command(args) -> int:
             checkpoint = load_checkpoint(run_dir / "last.pt")
             config = from_dict(TrainConfig, checkpoint["config"], str(run_dir / "last.pt"))
         if args.overrides:
-            config = apply_overrides(config, args.overrides)
-            config = dataclasses.replace(config, data=str(Path(config.data).resolve()))
+            config = _absolute_paths(apply_overrides(config, args.overrides))
     else:
         if not args.out:
             raise SeldError("pass --out RUN_DIR (or --resume RUN_DIR)")

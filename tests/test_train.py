@@ -121,6 +121,31 @@ def test_resume_of_a_run_stopped_in_its_first_epoch_starts_it_again(tmp_path):
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
 
 
+def test_a_kill_between_last_pt_and_best_pt_is_repaired_on_resume(tiny_run, tmp_path, caplog):
+    """last.pt is written first; when its epoch was the best and best.pt did not follow, resuming
+    writes it. A resume on another number of torch threads says its weights will differ."""
+    import logging
+    import shutil
+
+    from seld.train import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    last = load_checkpoint(run / "last.pt")
+    save_checkpoint(run / "last.pt", {**last, "best_epoch": last["epoch"], "threads": torch.get_num_threads() + 1})
+    save_checkpoint(run / "best.pt", {**last, "epoch": last["epoch"] - 1})  # the kill came before best.pt
+    with caplog.at_level(logging.INFO, logger="seld.train"):
+        assert cli(["train", "--resume", str(run)]) == 0
+    assert load_checkpoint(run / "best.pt")["epoch"] == last["epoch"]
+    assert "its weights will differ slightly" in caplog.text
+
+
+def test_resume_of_a_run_that_never_began_says_to_start_it(tmp_path, capsys):
+    (tmp_path / "run").mkdir()  # killed before config.json was in place
+    assert cli(["train", "--resume", str(tmp_path / "run")]) != 0
+    assert f"{tmp_path / 'run'}: no run to resume" in capsys.readouterr().err
+
+
 def test_resume_writes_again_the_logs_a_kill_cut_short(tiny_run, tmp_path):
     """A kill after last.pt but before metrics.csv and TensorBoard: resuming a finished run fills them in."""
     import shutil
@@ -465,8 +490,9 @@ def test_init_from_a_sed_doa_run_needs_its_classes_in_order(tmp_path):
 def test_a_run_with_a_relative_data_path_resumes_and_averages_from_another_folder(tmp_path, monkeypatch):
     tiny_dataset(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
-    assert cli(["train", "--data", "data", "--out", "run", "--preset", "tiny", "epochs=1"]) == 0
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == str(tmp_path / "data")
+    assert cli(["train", "--data", "data", "--out", "run", "--preset", "tiny", "epochs=1", "feature_cache=cache"]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["data"], config["feature_cache"]) == (str(tmp_path / "data"), str(tmp_path / "cache"))
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert cli(["train", "--resume", "../run", "epochs=2"]) == 0
