@@ -171,8 +171,3 @@ def image_sources(room: RoomSpec, source_position: np.ndarray) -> tuple[np.ndarr
     source.position = np.asarray(source_position, float)
     shoebox.image_source_model()
     return source.images.T.copy(), source.damping.T.copy(), source.orders.copy()
-
-
-def check_inside(room: RoomSpec, position: np.ndarray, margin: float) -> bool:
-    position = np.asarray(position)
-    return bool(np.all(position >= margin) and np.all(position <= np.array(room.dimensions) - margin))

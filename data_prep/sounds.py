@@ -17,7 +17,6 @@ import io
 import logging
 import re
 import shutil
-import subprocess
 import tempfile
 import zipfile
 from pathlib import Path
@@ -126,10 +125,6 @@ def _render_soundfont(root: Path, out: Path, work: Path, package: str, version: 
     return len(written)
 
 
-def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-
-
 def synth_sounds_command(args) -> int:
     out = Path(args.out)
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
@@ -145,16 +140,16 @@ def synth_sounds_command(args) -> int:
         work = Path(work_name)
         for package in packages:
             print(f"seld synth-sounds: downloading {package} ...", flush=True)
-            result = _run(["apt-get", "download", package], work)
+            result = soundfont._run(["apt-get", "download", package], work)
             debs = sorted(work.glob(f"{package}_*.deb"))
             if result.returncode != 0 or not debs:
                 reason = (result.stderr.strip().splitlines() or ["no .deb"])[-1]
                 print(f"seld synth-sounds: skipping {package}: {reason}")
                 continue
             deb = debs[-1]
-            version = _run(["dpkg-deb", "-f", str(deb), "Version"], work).stdout.strip()
+            version = soundfont._run(["dpkg-deb", "-f", str(deb), "Version"], work).stdout.strip()
             root = work / package
-            if _run(["dpkg-deb", "-x", str(deb), str(root)], work).returncode != 0:
+            if soundfont._run(["dpkg-deb", "-x", str(deb), str(root)], work).returncode != 0:
                 print(f"seld synth-sounds: skipping {package}: dpkg-deb could not unpack {deb.name}")
                 continue
             licence = _licence(root, package)

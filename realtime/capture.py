@@ -242,24 +242,29 @@ class FileSource:
         self._thread.start()
 
     def _play(self, blocks: BlockQueue) -> None:
-        block_samples = blocks.block_samples
+        from seld.audio import iter_audio_blocks
+
+        # seld annotate's reader: the same checks (non-finite samples, corrupt data) and messages.
+        audio = iter_audio_blocks(self.path, sample_rate=None, block_samples=blocks.block_samples)
         try:
-            with soundfile.SoundFile(str(self.path)) as handle:
-                start = time.monotonic()
-                played = 0
-                while not self._stop.is_set():
-                    block = handle.read(block_samples, dtype="float32", always_2d=True)
-                    if len(block) == 0:
-                        break
-                    played += len(block)
-                    # A block "arrives" when its last sample would have been captured.
-                    delay = start + played / self.rate - time.monotonic()
-                    if delay > 0 and self._stop.wait(delay):
-                        break
-                    blocks.put(block, time.monotonic())
-        except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
-            self.failure = f"{self.path}: reading it failed ({error})"
+            start = time.monotonic()
+            played = 0
+            while not self._stop.is_set():
+                block = next(audio, None)  # [channels, n]
+                if block is None:
+                    break
+                played += block.shape[1]
+                # A block "arrives" when its last sample would have been captured.
+                delay = start + played / self.rate - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                blocks.put(block.T, time.monotonic())
+        except SeldError as error:
+            self.failure = str(error)
+        except Exception as error:  # the reader thread must not die with the run going on as if the file ended
+            self.failure = f"{self.path}: reading it failed ({type(error).__name__}: {error})"
         finally:
+            audio.close()
             blocks.close()
 
     def stop(self) -> None:

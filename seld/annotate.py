@@ -111,11 +111,15 @@ def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str
                 problems.append(f"{text}: matches no audio file")
             jobs += found
     unique = list(dict.fromkeys(jobs))  # a file named twice (a pattern and its folder) is done once
-    stems = [job.output_stem for job in unique]
-    if len(set(stems)) != len(stems):
-        duplicate = next(s for s in stems if stems.count(s) > 1)
-        raise SeldError(f"{duplicate}: two inputs would write the same outputs; give their folder instead")
-    return unique, problems
+    by_stem: dict[Path, list[Job]] = {}
+    for job in unique:
+        by_stem.setdefault(job.output_stem, []).append(job)
+    for stem, same in by_stem.items():
+        if len(same) > 1:  # e.g. take.wav and take.flac: neither is annotated, the others are
+            hint = "rename one" if len({job.source.parent for job in same}) == 1 else "give their folder instead"
+            problems += [f"{job.source}: not annotated: {', '.join(str(other.source) for other in same if other != job)} "
+                         f"would write the same outputs ({stem}.csv); {hint}" for job in same]
+    return [job for job in unique if len(by_stem[job.output_stem]) == 1], problems
 
 
 def _open_outputs(engine: Engine, progress: _Progress, plot: bool) -> FileOutputs:

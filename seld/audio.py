@@ -196,12 +196,6 @@ class StreamingResampler:
         return self._emit(math.ceil(self.total_input * self.up / self.down) - 1)
 
 
-def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Whole-signal polyphase resampling of [channels, samples]."""
-    if rate_in == rate_out:
-        return audio
-    ratio = Fraction(rate_out, rate_in)
-    return _resample_poly(audio, ratio.numerator, ratio.denominator)
 
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:

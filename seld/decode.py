@@ -93,14 +93,6 @@ def angles_to_vector(azimuth, elevation) -> np.ndarray:
                     axis=-1)
 
 
-def angle_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Angle in degrees between vectors (any length) along the last axis."""
-    # np.linalg.norm's own arithmetic, without its Python overhead (decode calls this per frame).
-    a = a / (np.sqrt(np.add.reduce(a * a, axis=-1, keepdims=True)) + 1e-10)
-    b = b / (np.sqrt(np.add.reduce(b * b, axis=-1, keepdims=True)) + 1e-10)
-    return np.degrees(np.arccos(np.clip(np.add.reduce(a * b, axis=-1), -1.0, 1.0)))
-
-
 def decode(
     outputs: np.ndarray,
     layout: OutputLayout,
@@ -165,7 +157,8 @@ def decode(
 
 def _merge_groups(vectors: list[list[float]], threshold_deg: float) -> list[list[int]]:
     """Indices of vectors ([x, y, z, ...]) grouped by "closer than threshold" (connected
-    components), in order of their lowest index; `angle_between`'s arithmetic, in plain Python.
+    components), in order of their lowest index: vectors divided by their norm + 1e-10, the angle
+    from the clipped dot product, in plain Python.
 
     For three tracks this is the DCASE baseline's rule: one similar pair is merged,
     two or more similar pairs merge all three.
@@ -215,7 +208,7 @@ class _Track:
 
 
 def _unit(azimuth: float, elevation: float) -> tuple[float, float, float]:
-    """angles_to_vector, then divided by its norm + 1e-10 (as angle_between does), in plain floats."""
+    """angles_to_vector, then divided by its norm + 1e-10 (as _merge_groups does), in plain floats."""
     azimuth, elevation = math.radians(azimuth), math.radians(elevation)
     x, y, z = math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)
     norm = math.sqrt(x * x + y * y + z * z) + 1e-10

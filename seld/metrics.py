@@ -111,8 +111,6 @@ class _Counters:
         self.false_negatives = zeros()  # FN
         self.reference_count = zeros()  # Nref
         self.matched = zeros()  # DE_TP: matched pairs (2024) or tracks (2023), any error
-        self.unmatched_predictions = zeros()  # DE_FP
-        self.unmatched_references = zeros()  # DE_FN
         self.angular_error_sum = zeros()  # total_DE (2023) / total_AngE (2024), degrees
         self.distance_error_sum = zeros()  # total_DistE, metres
         self.relative_distance_error_sum = zeros()  # total_RelDistE
@@ -127,13 +125,14 @@ class _Counters:
         self.insertions += max(0, false_positives - false_negatives)
 
     def as_dict(self, segment_based: bool) -> dict[str, object]:
-        """The counts under the official code's names (its ``total_DE`` is 2023's angular sum)."""
+        """The counts under the official code's names (its ``total_DE`` is 2023's angular sum; it
+        counts DE_FP and DE_FN apart from FP and FN, always by the same amounts)."""
         counts = {
             "TP": self.true_positives.tolist(), "FP": self.false_positives.tolist(),
             "FP_spatial": self.spatial_false_positives.tolist(), "FN": self.false_negatives.tolist(),
             "Nref": self.reference_count.tolist(), "S": self.substitutions, "D": self.deletions,
-            "I": self.insertions, "DE_TP": self.matched.tolist(), "DE_FP": self.unmatched_predictions.tolist(),
-            "DE_FN": self.unmatched_references.tolist(), "total_AngE": self.angular_error_sum.tolist(),
+            "I": self.insertions, "DE_TP": self.matched.tolist(), "DE_FP": self.false_positives.tolist(),
+            "DE_FN": self.false_negatives.tolist(), "total_AngE": self.angular_error_sum.tolist(),
             "total_DistE": self.distance_error_sum.tolist(),
             "total_RelDistE": self.relative_distance_error_sum.tolist(),
         }
@@ -258,19 +257,15 @@ class SeldScorer:
                     counts.true_positives[class_index] += pairs - spatial_misses
                     counts.matched[class_index] += pairs
                     counts.false_positives[class_index] += extra
-                    counts.unmatched_predictions[class_index] += extra
                     counts.spatial_false_positives[class_index] += spatial_misses
                     counts.false_negatives[class_index] += missed
-                    counts.unmatched_references[class_index] += missed
                     frame_false_positives += extra + spatial_misses
                     frame_false_negatives += missed
                 elif references:
                     counts.false_negatives[class_index] += references
-                    counts.unmatched_references[class_index] += references
                     frame_false_negatives += references
                 else:
                     counts.false_positives[class_index] += predictions
-                    counts.unmatched_predictions[class_index] += predictions
                     frame_false_positives += predictions
             counts.close_block(frame_false_positives, frame_false_negatives)
 
@@ -316,7 +311,6 @@ class SeldScorer:
                 if not track_errors:
                     # Official quirk: no frame in common adds the predicted count as FN, no FP.
                     counts.false_negatives[class_index] += predictions
-                    counts.unmatched_references[class_index] += predictions
                     segment_false_negatives += predictions
                     continue
                 for errors in track_errors.values():
@@ -330,19 +324,15 @@ class SeldScorer:
                         segment_false_positives += 1
                 if predictions > references:
                     counts.false_positives[class_index] += predictions - references
-                    counts.unmatched_predictions[class_index] += predictions - references
                     segment_false_positives += predictions - references
                 elif predictions < references:
                     counts.false_negatives[class_index] += references - predictions
-                    counts.unmatched_references[class_index] += references - predictions
                     segment_false_negatives += references - predictions
             elif references:
                 counts.false_negatives[class_index] += references
-                counts.unmatched_references[class_index] += references
                 segment_false_negatives += references
             else:
                 counts.false_positives[class_index] += predictions
-                counts.unmatched_predictions[class_index] += predictions
                 segment_false_positives += predictions
         counts.close_block(segment_false_positives, segment_false_negatives)
 
@@ -355,7 +345,7 @@ class SeldScorer:
             counts.reference_count.sum() + EPS)
         f_score = counts.true_positives / (EPS + counts.true_positives + counts.spatial_false_positives
                                            + 0.5 * (counts.false_positives + counts.false_negatives))
-        recall = counts.matched / (EPS + counts.matched + counts.unmatched_references)
+        recall = counts.matched / (EPS + counts.matched + counts.false_negatives)
         nothing_matched = counts.matched == 0
         with np.errstate(invalid="ignore", divide="ignore"):
             angular_error = counts.angular_error_sum / (counts.matched + EPS)
@@ -403,7 +393,7 @@ class SeldScorer:
         f_score = counts.true_positives.sum() / (
             EPS + counts.true_positives.sum() + counts.spatial_false_positives.sum()
             + 0.5 * (counts.false_positives.sum() + counts.false_negatives.sum()))
-        recall = matched / (EPS + matched + counts.unmatched_references.sum())
+        recall = matched / (EPS + matched + counts.false_negatives.sum())
         undefined = 180.0 if self.metrics == "dcase2023" else math.nan
         angular_error = counts.angular_error_sum.sum() / (matched + EPS) if matched else undefined
         distance_error = counts.distance_error_sum.sum() / (matched + EPS) if matched else math.nan

@@ -237,8 +237,18 @@ def test_globs_folders_and_files(tiny_model_package, tmp_path, capsys):
     jobs, _ = find_jobs([str(data / "*")], tmp_path / "out")  # folders matched by a pattern are searched
     assert sorted(job.output_stem.relative_to(tmp_path / "out").as_posix() for job in jobs) == [
         "a/one", "a/two", "b/deep/three", "b/one", "c"]
-    with pytest.raises(SeldError, match="two inputs would write the same outputs"):
-        find_jobs([str(data / "a" / "one.wav"), str(data / "b" / "one.wav")], tmp_path / "flat")
+    jobs, problems = find_jobs([str(data / "a" / "one.wav"), str(data / "b" / "one.wav"), str(data / "c.wav")],
+                               tmp_path / "flat")
+    assert [job.source for job in jobs] == [data / "c.wav"]  # the two that collide are left out, the rest done
+    assert problems == [f"{data / 'a' / 'one.wav'}: not annotated: {data / 'b' / 'one.wav'} would write the same "
+                        f"outputs ({tmp_path / 'flat' / 'one'}.csv); give their folder instead",
+                        f"{data / 'b' / 'one.wav'}: not annotated: {data / 'a' / 'one.wav'} would write the same "
+                        f"outputs ({tmp_path / 'flat' / 'one'}.csv); give their folder instead"]
+    wav(data / "a" / "one.flac", 0.5)  # the same name in one folder, another format
+    assert cli(["annotate", str(data / "a"), "--model", str(tiny_model_package), "--out", str(tmp_path / "same")]) == 1
+    assert sorted(p.name for p in (tmp_path / "same").iterdir()) == ["two.csv", "two.json"]
+    assert f"{data / 'a' / 'one.flac'}: not annotated: {data / 'a' / 'one.wav'} would write the same outputs" in (
+        err := capsys.readouterr().err) and "rename one" in err
     (tmp_path / "quiet" / "deep").mkdir(parents=True)
     (tmp_path / "quiet" / "notes.txt").write_text("not audio")
     assert find_jobs([str(tmp_path / "quiet")], tmp_path / "out") == (

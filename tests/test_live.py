@@ -596,6 +596,23 @@ def test_live_errors_name_the_file(tmp_path):
     assert result.returncode == 1 and "give one source" in result.stderr
 
 
+def test_a_played_file_is_read_as_annotate_reads_it(tmp_path):
+    """NaN samples fail the run with annotate's message (they went into the model silently), and
+    a name that is not UTF-8 plays (the reader thread died on it, the run ended 'normally')."""
+    path = tmp_path / "nan.wav"
+    audio = tone_file(path, RATE, 4, loud_channel=0, seconds=0.5, onset_s=0.1)
+    audio[RATE // 4, 1] = np.nan
+    soundfile.write(path, audio, RATE, subtype="FLOAT")
+    outcome = run_live(LoudnessEngine(), FileSource(path, 4, None), [Collect()])
+    assert outcome["failure"] == f"{path}: NaN or Inf samples (first at 0.250 s)"
+
+    odd = tmp_path / os.fsdecode(b"caf\xe9.wav")
+    tone_file(os.fsencode(odd), RATE, 4, loud_channel=0, seconds=0.5, onset_s=0.1)
+    collect = Collect()
+    outcome = run_live(LoudnessEngine(), FileSource(odd, 4, None), [collect])
+    assert outcome["failure"] is None and len(collect.frames) == 5
+
+
 def test_live_refuses_to_record_over_its_input_and_a_port_out_of_range(tmp_path):
     path = tmp_path / "scene.wav"
     tone_file(path, RATE, 4, loud_channel=1, seconds=0.5, onset_s=0.1)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import os
-import platform
 import resource
 import statistics
 import time
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from seld.arrays import FOA, TETRAHEDRAL
+from seld.benchmarks.annotate import _cpu
 from seld.features import FRONT_ENDS, HostSpectrum, SpectrumFeatures, make_front_end
 
 SECONDS = 60.0
@@ -44,17 +44,6 @@ def _time(function) -> float:
     start = time.perf_counter()
     function()
     return time.perf_counter() - start
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _blas_threads() -> int | None:
@@ -160,7 +149,7 @@ def run() -> dict:
         }
     return {
         "audio": {"seconds": SECONDS, "channels": CHANNELS, "sample_rate": 24_000, "source": "synthetic, in memory"},
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": threads, "scipy_workers": threads,
+        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "torch_threads": threads, "scipy_workers": threads,
                     "onnxruntime_threads": threads, "reference_blas_threads": _blas_threads(),
                     "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
         "versions": {"torch": torch.__version__, "numpy": np.__version__, **_versions("scipy", "librosa", "onnxruntime")},

@@ -3,12 +3,12 @@ architecture with any weights, scenes to annotate, and the DCASE 2023 baseline's
 annotating a file.
 
 Speed does not depend on the weights, but decoding, tracking and writing depend on how many
-detections come out; `export_untrained_package` sets the feature normalization from the
+detections come out; `calibrated_network` sets the feature normalization from the
 audio (as training would) and scales the output layer so that the outputs hold about
 `detections_per_frame` detections per label frame, a busy scene (STARSS23 averages about one
 source at a time).
 
-The reference (`reference_annotate`) does what sharathadavanne/seld-dcase2023 does at test
+The reference (`ReferenceAnnotator`) does what sharathadavanne/seld-dcase2023 does at test
 time, file by file: the whole file read as int16 (scipy.io.wavfile), its features extracted
 with librosa (`seld.benchmarks.reference_features.Dcase2023Features`), normalized, cut into
 5 s windows (250 feature frames, `label_sequence_length` 50) and run in one batch through the
