@@ -100,12 +100,43 @@ def _providers(device: str) -> list[str]:
     if device == "cuda":
         if "CUDAExecutionProvider" not in available:
             raise SeldError("--device cuda: this onnxruntime has no CUDA provider (install onnxruntime-gpu)")
+        _load_cuda_libraries()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available and not _nvidia_gpu_present():
+    if "CUDAExecutionProvider" not in available:
+        return ["CPUExecutionProvider"]
+    if not _nvidia_gpu_present():
         # Asking for CUDA without a GPU makes ONNX Runtime print library errors before falling back.
         log.info("no NVIDIA GPU found: CUDA was not asked for, running on CPUExecutionProvider")
         return ["CPUExecutionProvider"]
-    return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+    _load_cuda_libraries()
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+_cuda_libraries_loaded = False
+
+
+def _load_cuda_libraries() -> None:
+    """CUDA and cuDNN from the nvidia-* pip packages, loaded into the process: onnxruntime-gpu finds
+    them only once loaded (torch does it when imported, and this path never imports torch), else its
+    CUDA provider fails to load and every session silently runs on the CPU. Libraries already on
+    the loader's path are found either way."""
+    global _cuda_libraries_loaded
+    if _cuda_libraries_loaded:
+        return
+    _cuda_libraries_loaded = True
+    import contextlib
+    import sys
+
+    import onnxruntime
+
+    preload = getattr(onnxruntime, "preload_dlls", None)  # onnxruntime >= 1.21
+    if preload is None:
+        return
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # it prints its warnings; stdout may be --json output
+            preload()
+    except Exception as error:  # its own failures: the provider reports what is missing when it loads
+        log.debug("onnxruntime.preload_dlls: %s", error)
 
 
 def _nvidia_gpu_present() -> bool:
@@ -444,6 +475,8 @@ class Engine:
             try:
                 session = create_session(self.model_dir / "stream.onnx", self.device, self.purpose, self.threads,
                                          {"batch": 1, "frames": frames}, announce=False, cuda_graph=True)
+                if session.get_providers()[0] != "CUDAExecutionProvider":
+                    raise RuntimeError(f"ONNX Runtime gave it {session.get_providers()[0]}")
                 return _BoundStep(session, frames, self).capture()
             except Exception as error:  # onnxruntime's own types; e.g. a node left on the CPU
                 reason = (str(error).splitlines() or [repr(error)])[0]
@@ -698,6 +731,7 @@ class Stream:
         self.next_frame = 0
         self.tracker = EventTracker(class_names=engine.class_names, keep_frames=keep_events)
         self.finished = False
+        self.step(self.chunk_samples // engine.hop)  # now, before the audio flows (a CUDA graph is captured)
 
     def push(self, block: np.ndarray) -> list[Frame]:
         """Feed float32 [channels, n] at the engine's rate; returns the label frames completed."""

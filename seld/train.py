@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import io
 import json
 import logging
@@ -458,12 +459,15 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     """Train; returns the last epoch's log row. `resume` is a loaded last.pt."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
-    if distributed:  # launched by torchrun
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        rank = torch.distributed.get_rank()
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     device = pick_device(config.device)
+    if distributed:  # launched by torchrun
+        # A long timeout: the other ranks wait in the next epoch's first all-reduce while rank 0
+        # validates and saves (NCCL's default, 10 minutes, ended long validations).
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                             timeout=datetime.timedelta(hours=2))
+        rank = torch.distributed.get_rank()
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     if config.threads:
         torch.set_num_threads(config.threads)
     if device.type == "cuda" and distributed:
@@ -511,8 +515,8 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         if resume.get("scaler"):  # CUDA mixed precision: the loss scale it had reached
             scaler.load_state_dict(resume["scaler"])
         history, best_seld, first_epoch = list(resume["history"]), float(resume["best_seld"]), int(resume["epoch"]) + 1
-        log.info("resuming after epoch %d", first_epoch)
         if main_process:
+            log.info("resuming after epoch %d", first_epoch)
             _repair_best(run_dir, resume)
         if resume.get("threads", torch.get_num_threads()) != torch.get_num_threads() and device.type == "cpu":
             log.warning("resuming on %d torch threads, the run had %d: its weights will differ slightly from "
@@ -538,7 +542,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
 
     row: dict = history[-1] if history else {}
     for epoch in range(first_epoch, config.epochs):
-        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and masks: a function of the epoch
+        torch.manual_seed(config.seed * 100_003 + epoch + 10_007 * rank)  # dropout and masks: of the epoch (and rank)
         for group in optimizer.param_groups:  # the rate is a function of the epoch too, so resuming needs no state
             group["lr"] = learning_rate(config, epoch)
         dataset.set_epoch(config.seed, epoch)
@@ -548,7 +552,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         sampler = torch.utils.data.distributed.DistributedSampler(dataset, shuffle=False) if distributed else None
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=config.batch_size, shuffle=False, sampler=sampler, num_workers=config.workers,
-            drop_last=len(dataset) > config.batch_size, pin_memory=device.type == "cuda",
+            drop_last=len(sampler or dataset) > config.batch_size, pin_memory=device.type == "cuda",  # per rank
         )
         model.train()
         started, total_loss, batches = time.perf_counter(), 0.0, 0
@@ -575,6 +579,10 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
             seconds_of_audio = batches * config.batch_size * config.crop_seconds
             progress.set_postfix(loss=f"{total_loss / batches:.4f}",
                                  speed=f"{seconds_of_audio / (time.perf_counter() - started):.0f}x")
+        if distributed:  # the loss over every rank's batches
+            sums = torch.tensor([total_loss, batches], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(sums)
+            total_loss, batches = sums[0].item(), int(sums[1].item())
         if not main_process:
             continue
         row = {"epoch": epoch + 1, "learning_rate": learning_rate(config, epoch), "train_loss": total_loss / max(batches, 1),
@@ -604,7 +612,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         writer.close()
     if distributed:
         torch.distributed.destroy_process_group()
-    return row
+    return row if main_process else {}
 
 
 def _absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -637,8 +645,9 @@ def train_command(args) -> int:
         config = resolve_config(args.format, args.preset, args.config, args.overrides, args.data)
         checkpoint = None
     run_dir.mkdir(parents=True, exist_ok=True)
-    remove_half_written_files(run_dir)
-    write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank keeps the folder (the others' writes raced it)
+        remove_half_written_files(run_dir)
+        write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")
     row = train(config, run_dir, checkpoint)
     if not row:  # a torchrun worker other than rank 0: it keeps no log
         return 0

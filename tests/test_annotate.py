@@ -128,6 +128,40 @@ def test_a_cuda_graph_that_cannot_be_made_falls_back_to_plain_runs(tiny_model_pa
     assert "no CUDA graph for streaming (stream.onnx: ONNX Runtime cannot load it: a node is not on CUDA)" in caplog.text
 
 
+def test_a_cuda_graph_session_that_onnx_runtime_put_on_the_cpu_falls_back_too(tiny_model_package, monkeypatch,
+                                                                              caplog):
+    """ONNX Runtime falls back to the CPU by itself when the CUDA provider fails to set up: the
+    stream must not bind a 'CUDA graph' to a CPU session on one thread without a word."""
+    import seld.engine as engine_module
+
+    engine = Engine(tiny_model_package, device="cpu", purpose="stream")
+    engine.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    real_create_session = engine_module.create_session
+    monkeypatch.setattr(engine_module, "create_session",
+                        lambda *args, cuda_graph=False, **kwargs: real_create_session(*args, **kwargs))
+    with caplog.at_level(logging.WARNING, logger="seld.engine"):
+        step = engine.stream_step(engine.label_hop // engine.hop)
+    assert type(step).__name__ == "_PlainStep"
+    assert "no CUDA graph for streaming (ONNX Runtime gave it CPUExecutionProvider)" in caplog.text
+
+
+def test_cuda_libraries_of_the_pip_packages_are_loaded_once_before_cuda_is_asked_for(monkeypatch):
+    """Without torch imported, onnxruntime-gpu's CUDA provider finds the nvidia-* pip packages'
+    libraries only once they are loaded: without that, every session ran on the CPU."""
+    import onnxruntime
+
+    import seld.engine as engine_module
+
+    calls = []
+    monkeypatch.setattr(onnxruntime, "preload_dlls", lambda: calls.append(1) or print("to stderr"), raising=False)
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(engine_module, "_cuda_libraries_loaded", False)
+    assert engine_module._providers("cpu") == ["CPUExecutionProvider"] and calls == []
+    assert engine_module._providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert engine_module._providers("cuda") and calls == [1]
+
+
 # ------------------------------------------------------------------ the engine on blocks
 
 

@@ -277,15 +277,23 @@ def test_channel_swaps_rotate_signal_and_label_together(array):
 
 def test_distributed_data_parallel_through_torchrun(tmp_path):
     """Two CPU processes (gloo) through the standard launcher: rank 0 keeps the run."""
-    data = tiny_dataset(tmp_path / "data")
+    data = tiny_dataset(tmp_path / "data")  # 4 crops an epoch: 2 per rank
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    result = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "seld", "train", "--data", str(data),
-                             "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=2"],
-                            capture_output=True, text=True, timeout=300)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "seld", "train", *args],
+                              capture_output=True, text=True, timeout=300)
+
+    # A batch larger than a rank's share of the crops but not than all of them: each rank still
+    # trains (drop_last was decided on all the crops: no step at all, train_loss 0).
+    result = run("--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=2", "batch_size=3")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("trained 2 epochs") == 1
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
-    assert len(rows) == 2
+    assert len(rows) == 2 and all(float(row["train_loss"]) > 0 for row in rows)
+    result = run("--resume", str(tmp_path / "run"), "epochs=3")  # rank 1 printed the checkpoint's old epoch count
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("trained 3 epochs") == 1 and "trained 2" not in result.stdout
 
 
 def test_dataset_json_sets_classes_and_distance(tmp_path):

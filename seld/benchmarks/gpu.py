@@ -165,6 +165,9 @@ def _child(args: dict) -> dict:
     device, audio_graph, folder = args.get("device", "cuda"), Path(args["audio_graph"]), Path(args["folder"])
     audio = np.load(args["audio"])
     engine = Engine(args["model"], device, "batch")
+    if device == "cuda" and engine.providers[0] != "CUDAExecutionProvider":  # timing the CPU as the GPU
+        raise RuntimeError(f"ONNX Runtime did not give the CUDA provider (got {', '.join(engine.providers)}); "
+                           "its reason is in the log above")
     real, imag = _host_frames(engine, audio, 1, engine.label_hop).transform()
     step_feed = {"real": real.copy(), "imag": imag.copy(), "state": np.zeros((1, engine.state_size), np.float32)}
     ten_seconds = {"audio": audio[None, :, :engine.sample_rate * 10]}
