@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +33,8 @@ from seld.data_prep import check_writable
 from seld.data_prep.array_response import largest_capsule_radius
 from seld.data_prep.rooms import RoomSpec, random_room
 from seld.data_prep.scenes import Scene, SceneSettings, generate_scene, label_rows, render_scene
-from seld.data_prep.sound_bank import STARSS23_CLASSES, make_bank
+from seld.data_prep.sound_bank import STARSS23_CLASSES, class_key, make_bank
+from seld.parent_death import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,8 @@ _JOB: dict = {}
 
 
 def _init_worker(job: dict) -> None:
+    if multiprocessing.parent_process() is not None:  # a pool's worker: not to outlive a killed seld synth
+        die_with_parent()
     _JOB.clear()
     _JOB.update(job)
     _JOB["bank"] = make_bank(job["classes"], job["sounds"], job["procedural_share"])
@@ -192,12 +196,14 @@ def synth_command(args) -> int:
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else STARSS23_CLASSES
     if not classes:
         raise SeldError("--classes: no class names given")
-    if len(set(classes)) != len(classes):
+    if len({class_key(c) for c in classes}) != len(classes):  # Bell and bell are one class of sounds
         raise SeldError(f"--classes: a class is named twice ({args.classes})")
-    if args.minutes <= 0:
-        raise SeldError(f"--minutes {args.minutes}: must be positive")
-    if args.duration < 1:
+    if not 0 < args.minutes < math.inf:
+        raise SeldError(f"--minutes {args.minutes}: must be a positive number")
+    if not 1 <= args.duration < math.inf:
         raise SeldError(f"--duration {args.duration}: must be at least 1 second")
+    if args.seed < 0:
+        raise SeldError(f"--seed {args.seed}: must be 0 or more")
     if args.max_polyphony < 1:
         raise SeldError(f"--max-polyphony {args.max_polyphony}: must be at least 1")
     if args.workers < 1:
@@ -228,6 +234,8 @@ def synth_command(args) -> int:
     description = json.loads(json.dumps(
         _dataset_description(args.seed, classes, settings, arrays, args.rooms, mixtures, bank, args.minutes)))
     manifest = out / "dataset.json"
+    if not manifest.exists() and any((out / folder).exists() for folder in ("foa_dev", "mic_dev", "metadata_dev")):
+        raise SeldError(f"{out}: holds a dataset that seld synth did not make (no dataset.json); use another --out")
     if manifest.exists():
         try:
             previous = json.loads(manifest.read_text())
@@ -240,7 +248,7 @@ def synth_command(args) -> int:
             raise SeldError(f"{manifest}: this folder holds a dataset made with other settings; use another --out")
         description["formats"] = {**previous.get("formats", {}), **description["formats"]}
         description["minutes_per_format"] = max(args.minutes, previous.get("minutes_per_format", 0))
-    _write_json(manifest, description)
+    _write_json(manifest, {**description, "complete": False})  # training refuses it until the end
 
     todo = [m for m in mixtures if not _finished(out, m, formats)]
     seconds_each = round(args.duration * len(formats))
@@ -272,5 +280,6 @@ def synth_command(args) -> int:
                     raise
     finally:
         bar.close()
+    _write_json(manifest, {**description, "complete": True})
     print(f"seld synth: wrote {len(todo)} mixtures ({len(todo) * seconds_each / 60:.1f} min of audio) to {out}")
     return 0

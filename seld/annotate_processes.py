@@ -16,7 +16,6 @@ failed, its temporary files removed, and the other workers finish theirs.
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import logging
 import multiprocessing
@@ -33,6 +32,7 @@ from seld import SeldError
 from seld.annotate import Job, Summary, _Bar, annotate, has_outputs, output_path
 from seld.audio import audio_info
 from seld.engine import Engine, ModelInfo
+from seld.parent_death import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -90,19 +90,12 @@ def _stop(signum, frame) -> None:
     raise SystemExit(128 + signum)  # unwinds annotate(): its partial outputs are discarded
 
 
-def _die_with_parent() -> None:
-    try:  # Linux: SIGTERM when the parent process ends, however it ends
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _worker(index: int, messages, model: str, device: str, cores: int, jobs: list[Job], readers: int, plot: bool,
             log_level: int) -> None:
     global _messages
     _messages = messages
     signal.signal(signal.SIGTERM, _stop)
-    _die_with_parent()
+    die_with_parent()
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         engine = Engine(model, device, "batch", cores=cores)

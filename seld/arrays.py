@@ -45,11 +45,20 @@ class Array:
             capsules = tuple(tuple(float(v) for v in c) for c in data.get("capsules_m") or ())
             if any(len(c) != 3 for c in capsules):
                 raise ValueError("every capsule needs [x, y, z] in metres")
+            if not all(math.isfinite(v) for c in capsules for v in c):
+                raise ValueError("capsule coordinates must be finite numbers")
             if kind == "mic" and len(capsules) < 2:
                 raise ValueError("a mic array needs at least 2 capsules")
+            if len(set(capsules)) != len(capsules):
+                raise ValueError("two capsules at the same point (their channels would carry no direction)")
             radius = data.get("rigid_sphere_radius_m")
-            return cls(str(data.get("name", kind)), kind, capsules, None if radius is None else float(radius))
-        except (KeyError, TypeError, ValueError) as error:
+            radius = None if radius is None else float(radius)
+            if radius is not None and not 0 < radius < math.inf:
+                raise ValueError(f"rigid_sphere_radius_m {radius}: a positive number of metres, or null")
+            return cls(str(data.get("name", kind)), kind, capsules, radius)
+        except KeyError as error:
+            raise SeldError(f"{source}: not a valid array description: no {error} key") from None
+        except (TypeError, ValueError) as error:
             raise SeldError(f"{source}: not a valid array description: {error}") from None
 
 

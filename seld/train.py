@@ -98,13 +98,23 @@ def _read_json(path: Path) -> dict:
         raise SeldError(f"{path}: not valid JSON: {error}") from None
 
 
-def dataset_defaults(root: str | Path) -> dict:
-    """Settings a dataset states in its ROOT/dataset.json (written by `seld synth` and the
-    dataset converters): its classes, and whether its metadata has distances."""
+def dataset_description(root: str | Path) -> dict:
+    """ROOT/dataset.json (written by `seld synth` and the dataset converters), {} without one.
+    A dataset `seld synth` has not finished (stopped, or still running) is refused: its splits
+    are partial (validation and test come last)."""
     path = Path(root) / "dataset.json"
     if not path.is_file():
         return {}
     description = _read_json(path)
+    if description.get("complete") is False:
+        raise SeldError(f"{root}: seld synth has not finished this dataset (stopped, or still running); "
+                        "run the same seld synth command again to finish it")
+    return description
+
+
+def dataset_defaults(root: str | Path) -> dict:
+    """Settings a dataset states in its dataset.json: its classes, and whether its metadata has distances."""
+    description = dataset_description(root)
     defaults: dict = {}
     if description.get("classes"):
         defaults["classes"] = list(description["classes"])
@@ -114,13 +124,13 @@ def dataset_defaults(root: str | Path) -> dict:
 
 
 def dataset_array(root: str | Path, format_name: str) -> Array:
-    """The array a dataset was rendered with, as its ROOT/dataset.json says (`seld synth --array`
+    """The array a dataset was rendered with, as its dataset.json says (`seld synth --array`
     writes a custom one there), else the format's reference array. Channel swaps, the network's
     input and the exported package follow it."""
-    path = Path(root) / "dataset.json"
-    described = _read_json(path).get("formats", {}).get(format_name) if path.is_file() else None
+    described = dataset_description(root).get("formats", {}).get(format_name)
     if not described:
         return array_for_format(format_name)
+    path = Path(root) / "dataset.json"
     array = Array.from_dict(described, f"{path} (formats.{format_name})")
     if array.kind != array_for_format(format_name).kind:
         raise SeldError(f"{path}: formats.{format_name} describes a {array.kind} array")

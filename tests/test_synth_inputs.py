@@ -74,6 +74,30 @@ def _case(case: str, tmp_path: Path) -> tuple[Path, list[str], str]:
     if case == "mixed_class_without_any_sounds":
         tone_folder(sounds, ("dog",))
         return out, ["--sounds", str(sounds), "--classes", "dog,spaceship", "--procedural-share", "0.5"], "spaceship"
+    if case == "array_nan_capsule":
+        (tmp_path / "array.json").write_text('{"kind": "mic", "capsules_m": [[0, 0, 0], [0.01, 0, NaN]]}')
+        return out, ["--array", str(tmp_path / "array.json"), "--format", "mic"], "finite"
+    if case == "array_capsules_at_one_point":
+        (tmp_path / "array.json").write_text('{"kind": "mic", "capsules_m": [[0.01, 0, 0], [0.01, 0, 0]]}')
+        return out, ["--array", str(tmp_path / "array.json"), "--format", "mic"], "same point"
+    if case == "array_negative_radius":
+        (tmp_path / "array.json").write_text('{"kind": "mic", "capsules_m": [[0.01, 0, 0], [0, 0.01, 0]], '
+                                             '"rigid_sphere_radius_m": -0.04}')
+        return out, ["--array", str(tmp_path / "array.json"), "--format", "mic"], "rigid_sphere_radius_m"
+    if case == "array_without_kind":
+        (tmp_path / "array.json").write_text('{"capsules_m": [[0.01, 0, 0], [0, 0.01, 0]]}')
+        return out, ["--array", str(tmp_path / "array.json")], "no 'kind' key"
+    if case == "minutes_nan":
+        return out, ["--minutes", "nan"], "--minutes nan"
+    if case == "duration_inf":
+        return out, ["--duration", "inf"], "--duration inf"
+    if case == "seed_negative":
+        return out, ["--seed", "-1"], "--seed -1"
+    if case == "class_named_twice_in_two_cases":
+        return out, ["--classes", "Bell,bell"], "named twice"
+    if case == "out_holds_a_foreign_dataset":
+        (out / "foa_dev" / "dev-train").mkdir(parents=True)
+        return out, [], "did not make"
     if case == "share_out_of_range":
         tone_folder(sounds)
         return out, ["--sounds", str(sounds), "--classes", "bell", "--procedural-share", "1.5"], "--procedural-share"
@@ -83,7 +107,9 @@ def _case(case: str, tmp_path: Path) -> tuple[Path, list[str], str]:
 @pytest.mark.parametrize("case", [
     "out_is_a_file", "array_missing", "array_not_json", "array_one_capsule", "array_of_other_kind",
     "sounds_missing", "sounds_is_a_file", "sounds_empty", "sound_unreadable", "mixed_no_recordings_at_all",
-    "mixed_class_without_any_sounds", "share_out_of_range",
+    "mixed_class_without_any_sounds", "share_out_of_range", "array_nan_capsule", "array_capsules_at_one_point",
+    "array_negative_radius", "array_without_kind", "minutes_nan", "duration_inf", "seed_negative",
+    "class_named_twice_in_two_cases", "out_holds_a_foreign_dataset",
 ])
 def test_bad_input_is_one_line_naming_it_before_any_work(case, tmp_path, capsys, monkeypatch):
     rendered = []
@@ -194,3 +220,29 @@ def test_a_namespace_without_procedural_share_still_works(tmp_path):
                      array=None, workers=1, rooms=3, max_polyphony=1, duration=3.0)
     assert synth_module.synth_command(args) == 0
     assert len(list((tmp_path / "data").glob("foa_dev/*/*.wav"))) == 1
+
+
+def test_training_refuses_a_dataset_synth_has_not_finished(tmp_path, capsys, monkeypatch):
+    """dataset.json says "complete": false until the last mixture is written: a killed run's
+    dataset (training scenes only, no validation or test yet) is not trained on unnoticed."""
+    from seld import SeldError
+    from seld.train import resolve_config
+
+    out = tmp_path / "data"
+    real_render = synth_module._render_mixture
+    rendered = []
+
+    def killed_after_one(mixture):
+        if rendered:
+            raise KeyboardInterrupt
+        rendered.append(real_render(mixture))
+
+    monkeypatch.setattr(synth_module, "_render_mixture", killed_after_one)
+    assert cli(["synth", "--out", str(out), "--format", "foa", *SMALL]) != 0  # "interrupted"
+    assert json.loads((out / "dataset.json").read_text())["complete"] is False
+    with pytest.raises(SeldError, match="seld synth has not finished this dataset"):
+        resolve_config("foa", "tiny", None, [], str(out))
+    monkeypatch.setattr(synth_module, "_render_mixture", real_render)
+    assert cli(["synth", "--out", str(out), "--format", "foa", *SMALL]) == 0  # the rerun finishes it
+    assert json.loads((out / "dataset.json").read_text())["complete"] is True
+    assert resolve_config("foa", "tiny", None, [], str(out)).data == str(out)
