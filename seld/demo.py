@@ -8,6 +8,7 @@ the events found next to the truth with the DCASE metrics, and writes the plot.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -80,11 +81,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seconds must be more than 0, not {args.seconds:g}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         parser.error(f"--out {args.out}: exists and is not a folder")
+    signal.signal(signal.SIGTERM, _interrupt)  # a kill ends it as Ctrl-C does: no temporary file left
     try:
         return run(Path(args.out), args.format, args.seconds)
     except SeldError as error:
         print(f"demo: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        print(f"demo: error: {error.filename or args.out}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("demo: interrupted", file=sys.stderr)
+        return 130
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def run(out: Path, format_name: str, seconds: float) -> int:
@@ -94,6 +106,8 @@ def run(out: Path, format_name: str, seconds: float) -> int:
     engine = Engine.default(format_name, "auto", "batch")
     print(f"model: {engine.model_dir} ({len(engine.class_names)} classes, {', '.join(engine.providers)})")
     scene = demo_scene(seconds)
+    for temporary in out.glob(".scene*.tmp"):  # left by a run killed mid-write (kill -9)
+        temporary.unlink(missing_ok=True)
     audio = scene.audio[format_name]
     wav, reference_csv = out / "scene.wav", out / "scene_truth.csv"
     write_audio(wav, audio, SAMPLE_RATE)
@@ -109,7 +123,7 @@ def run(out: Path, format_name: str, seconds: float) -> int:
     write_plot(out / "scene.png", detections, engine.class_names, seconds, f"{wav} ({engine.name})")
 
     print_events("truth", truth_events(rows, engine.class_names))
-    print_events("found by the model", [e for e in events if e["offset_s"] - e["onset_s"] >= 0.3])
+    print_events("found by the model", [e for e in events if len(e["frames"]) >= 3])  # 0.3 s or more
 
     reference = read_reference(reference_csv)
     for average in ("micro", "macro"):
