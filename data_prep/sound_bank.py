@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import re
 from pathlib import Path
@@ -19,6 +20,8 @@ from scipy.signal import lfilter
 
 from seld import SeldError
 from seld.audio import SAMPLE_RATE, audio_info, read_audio
+
+log = logging.getLogger(__name__)
 
 # The 13 STARSS23 classes, in their order (class index = position).
 STARSS23_CLASSES = (
@@ -501,6 +504,10 @@ class FolderBank:
             raise SeldError(f"{self.root}: cannot read the sound folder ({error.strerror or error})") from None
         if not folders:
             raise SeldError(f"{self.root}: no class subfolders (expected one folder per class, e.g. {self.root}/bell/)")
+        unknown = sorted(p.name for key, p in folders.items() if key not in GENERATORS and
+                         key not in {class_key(c) for c in classes})
+        if unknown:  # a misspelled class folder ('footstep') would otherwise go unused without a word
+            log.warning("%s: subfolders of no known class, not used: %s", self.root, ", ".join(unknown))
         self.files: list[tuple[Path, ...]] = []
         for name in self.classes:
             folder = folders.get(class_key(name))

@@ -55,8 +55,14 @@ KEYWORDS = (
 SPEECH_PACKAGES = ("tuxpaint-stamps-default",)
 
 
+# Words holding a keyword they do not mean: 'dialog-warning' is a desktop notification, not a dial tone.
+MISLEADING = ("dialog",)
+
+
 def classify(path: str) -> str | None:
     lowered = path.lower()
+    for word in MISLEADING:
+        lowered = lowered.replace(word, " ")
     for name, words in KEYWORDS:
         if any(word in lowered for word in words):
             return name
@@ -123,6 +129,16 @@ def _render_soundfont(root: Path, out: Path, work: Path, package: str, version: 
         rows.append((str(target.relative_to(out)), clip.label, package, version, licence,
                      f"/{soundfont.SOUNDFONT} rendered by fluidsynth: {clip.name}"))
     return len(written)
+
+
+def _earlier_rows(out: Path, packages: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """manifest.csv's rows of files that earlier runs copied from other packages, still there."""
+    try:
+        with (out / "manifest.csv").open(newline="") as handle:
+            rows = list(csv.reader(handle))[1:]
+    except OSError:
+        return []
+    return [tuple(row) for row in rows if len(row) == 6 and row[2] not in packages and (out / row[0]).is_file()]
 
 
 def synth_sounds_command(args) -> int:
@@ -196,6 +212,7 @@ def synth_sounds_command(args) -> int:
     if not rows:
         print("seld synth-sounds: no recordings found")
         return 1
+    rows += _earlier_rows(out, packages)  # a folder filled by several runs keeps every file's licence
     manifest = io.StringIO(newline="")
     writer = csv.writer(manifest)
     writer.writerow(["file", "class", "package", "version", "licence", "source_path"])

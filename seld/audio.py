@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -201,8 +202,21 @@ class StreamingResampler:
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:
     """Write [channels, samples] whole-or-nothing: a temporary file in the same folder, then rename."""
     path = Path(path)
-    with atomic_path(path) as temporary:
-        soundfile.write(temporary, np.asarray(audio).T, sample_rate, subtype=subtype, format=_format_of(path))
+    try:
+        with atomic_path(path) as temporary:
+            soundfile.write(temporary, np.asarray(audio).T, sample_rate, subtype=subtype, format=_format_of(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+        # libsndfile says only "System error." when the disk is full.
+        reason = "no space left on the device" if _nearly_full(path.parent) else (
+            getattr(error, "strerror", None) or str(error).strip())
+        raise SeldError(f"{path}: cannot write it ({reason})") from None
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 16 << 20
+    except OSError:
+        return False
 
 
 def _format_of(path: Path) -> str:

@@ -246,3 +246,29 @@ def test_training_refuses_a_dataset_synth_has_not_finished(tmp_path, capsys, mon
     assert cli(["synth", "--out", str(out), "--format", "foa", *SMALL]) == 0  # the rerun finishes it
     assert json.loads((out / "dataset.json").read_text())["complete"] is True
     assert resolve_config("foa", "tiny", None, [], str(out)).data == str(out)
+
+
+def test_a_class_folder_of_no_known_class_is_named_in_a_warning(tmp_path, caplog):
+    import logging
+
+    sounds = tone_folder(tmp_path / "sounds", ("bell", "footstep"))  # 'footstep': footsteps misspelled
+    with caplog.at_level(logging.WARNING, logger="seld.data_prep.sound_bank"):
+        FolderBank(sounds, ("bell", "footsteps"), allow_missing=True)
+    assert "subfolders of no known class, not used: footstep" in caplog.text
+
+
+def test_a_full_disk_is_said_in_one_line(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    import seld.audio as audio_module
+    from seld import SeldError
+
+    def full(*args, **kwargs):
+        raise soundfile.LibsndfileError(2, "System error.")
+
+    monkeypatch.setattr(audio_module.soundfile, "write", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: namedtuple("usage", "total used free")(1 << 30, 1 << 30, 0))
+    with pytest.raises(SeldError, match=r"scene\.wav: cannot write it \(no space left on the device\)$"):
+        audio_module.write_audio(tmp_path / "scene.wav", np.zeros((4, 10), np.float32))
+    assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,22 @@ def test_paths_are_sorted_into_classes_by_keyword():
     assert sounds.classify("/usr/share/lmms/samples/drums/snare01.ogg") == "musical_instrument"
     assert sounds.classify("/usr/share/games/x/water/splash.ogg") == "water_tap"
     assert sounds.classify("/usr/share/games/x/ui/click.ogg") is None
+    # 'dial' is a telephone's; dialog-* are desktop notifications (they were filed as telephone)
+    assert sounds.classify("/usr/share/sounds/freedesktop/stereo/dialog-warning.oga") is None
+    assert sounds.classify("/usr/share/sounds/x/dial_tone.ogg") == "telephone"
+
+
+def test_the_manifest_keeps_the_licences_of_an_earlier_runs_files(tmp_path):
+    out = tmp_path / "sounds"
+    (out / "bell").mkdir(parents=True)
+    (out / "bell" / "pkg-a__ding.ogg").write_bytes(b"x")
+    (out / "manifest.csv").write_text("file,class,package,version,licence,source_path\n"
+                                      "bell/pkg-a__ding.ogg,bell,pkg-a,1.0,CC0,/usr/share/a/ding.ogg\n"
+                                      "bell/pkg-a__gone.ogg,bell,pkg-a,1.0,CC0,/usr/share/a/gone.ogg\n"
+                                      "bell/pkg-b__old.ogg,bell,pkg-b,0.9,MIT,/usr/share/b/old.ogg\n")
+    # pkg-b is being fetched again (its rows come anew); pkg-a's file that is gone is dropped
+    assert sounds._earlier_rows(out, ("pkg-b",)) == [
+        ("bell/pkg-a__ding.ogg", "bell", "pkg-a", "1.0", "CC0", "/usr/share/a/ding.ogg")]
 
 
 def test_without_apt_it_says_so_and_exits_2(monkeypatch, tmp_path, capsys):
