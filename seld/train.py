@@ -620,7 +620,8 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
     if writer:
         writer.close()
-    if distributed:
+    if distributed:  # together: a rank that tore its group down while rank 0 still validated aborted (gloo)
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return row if main_process else {}
 
