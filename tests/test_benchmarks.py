@@ -61,3 +61,37 @@ def test_bench_gpu_without_a_gpu_says_so(monkeypatch):
     monkeypatch.setattr("seld.engine._nvidia_gpu_present", lambda: False)
     with pytest.raises(SeldError, match="CUDA provider|no NVIDIA GPU"):
         bench_gpu.run()
+
+
+def test_bench_options_a_benchmark_does_not_take_are_refused_in_one_line(capsys):
+    from seld.cli import cli
+
+    assert cli(["bench", "model", "--epochs", "3"]) == 1  # it raised TypeError from inside run()
+    assert "--epochs: seld bench model takes no such option" in capsys.readouterr().err
+
+
+def test_bench_accuracy_refuses_too_little_data_before_any_work(tmp_path):
+    from seld import SeldError
+    from seld.benchmarks import accuracy
+
+    with pytest.raises(SeldError, match="--minutes-train 0.5: must be more than 0.7"):
+        accuracy.run(minutes_train=0.5, epochs=1, workdir=str(tmp_path / "work"))
+    with pytest.raises(SeldError, match="--epochs 0: must be at least 1"):
+        accuracy.run(minutes_train=1, epochs=0, workdir=str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()
+
+
+def test_bench_accuracy_json_is_one_object_and_more_epochs_train_on(tmp_path, capsys):
+    """Its synthesis printed to stdout before the JSON; a rerun with more --epochs resumed with the
+    old total and trained nothing while saying it had."""
+    import json
+
+    from seld.cli import cli
+
+    arguments = ["bench", "accuracy", "--minutes-train", "0.75", "--workdir", str(tmp_path / "work"), "--json"]
+    assert cli([*arguments, "--epochs", "1"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert cli([*arguments, "--epochs", "2"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert {model["epochs"] for model in first["models"].values()} == {1}
+    assert {model["epochs"] for model in second["models"].values()} == {2}

@@ -4,9 +4,12 @@ and `format_table(result) -> str`. Options are the bench parser's, where given."
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import subprocess
 import sys
+
+from seld import SeldError
 
 
 def run_child(module: str, arguments: dict) -> dict:
@@ -23,6 +26,10 @@ def bench_command(args) -> int:
     module = importlib.import_module(f"seld.benchmarks.{args.what}")
     options = {name: getattr(args, name) for name in ("minutes_train", "epochs", "workdir")
                if getattr(args, name, None) is not None}
+    taken = inspect.signature(module.run).parameters
+    for name in options:
+        if name not in taken:
+            raise SeldError(f"--{name.replace('_', '-')}: seld bench {args.what} takes no such option")
     result = module.run(**options)
     if args.json:
         print(json.dumps(result, indent=1))

@@ -9,12 +9,16 @@ and continues an interrupted training from its last checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from seld import SeldError
 from seld.audio import read_audio
 from seld.dataset import find_recordings
 from seld.decode import assign_tracks, decode
@@ -36,9 +40,10 @@ def _synthesize(data: Path, minutes_train: float, seed: int) -> None:
     from seld.data_prep.synth import synth_command
 
     duration = 30.0
-    synth_command(argparse.Namespace(
-        out=str(data), format="both", minutes=minutes_train / 0.7, seed=seed, sounds=None, procedural_share=0.0,
-        classes=None, array=None, workers=2, rooms=9, max_polyphony=3, duration=duration))
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is the benchmark's table or JSON
+        synth_command(argparse.Namespace(
+            out=str(data), format="both", minutes=minutes_train / 0.7, seed=seed, sounds=None, procedural_share=0.0,
+            classes=None, array=None, workers=2, rooms=9, max_polyphony=3, duration=duration))
 
 
 def _train(run_dir: Path, data: Path, format_name: str, preset: str, epochs: int) -> float:
@@ -52,7 +57,8 @@ def _train(run_dir: Path, data: Path, format_name: str, preset: str, epochs: int
         from seld.config import from_dict
         from seld.train import TrainConfig
 
-        train(from_dict(TrainConfig, checkpoint["config"]), run_dir, checkpoint)
+        # --epochs raised since: the run goes on to the new total (its cosine stretched over it)
+        train(dataclasses.replace(from_dict(TrainConfig, checkpoint["config"]), epochs=epochs), run_dir, checkpoint)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         # The same data, crops, batch and epoch budget for both presets.
@@ -85,6 +91,11 @@ def _score(run_dir: Path, data: Path, format_name: str) -> dict:
 
 
 def run(minutes_train: float = 20.0, epochs: int = 20, workdir: str = "runs/bench_accuracy", seed: int = 0) -> dict:
+    if not minutes_train > 0.7:  # 70% of the scenes train: at least 3 scenes of 30 s, one per split
+        raise SeldError(f"--minutes-train {minutes_train:g}: must be more than 0.7 (a scene each for training, "
+                        "validation and test)")
+    if epochs < 1:
+        raise SeldError(f"--epochs {epochs}: must be at least 1")
     root = Path(workdir)
     data = root / "data"
     _synthesize(data, minutes_train, seed)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from seld.arrays import FOA, TETRAHEDRAL
-from seld.benchmarks.annotate import _cpu
+from seld.benchmarks.annotate import _cpu, _load
 from seld.features import FRONT_ENDS, HostSpectrum, SpectrumFeatures, make_front_end
 
 SECONDS = 60.0
@@ -81,7 +81,7 @@ def run() -> dict:
     from seld.benchmarks.reference_features import Dcase2023Features, seldnet_stft
 
     threads = os.cpu_count() or 1
-    load_before = os.getloadavg()[0]
+    load_before = _load()
     rng = np.random.default_rng(0)
     samples = int(SECONDS * 24_000)
     pcm = np.clip(rng.normal(0.0, 3000.0, (samples, CHANNELS)), -32768, 32767).astype(np.int16)  # as wav.read gives
@@ -145,13 +145,13 @@ def run() -> dict:
             "speedup": {path: reference / value for path, value in medians.items()},
             "fastest": fastest,
             "fastest_speedup": reference / medians[fastest],
-            "real_time_factor": SECONDS / medians[fastest],
+            "x_real_time": SECONDS / medians[fastest],
         }
     return {
         "audio": {"seconds": SECONDS, "channels": CHANNELS, "sample_rate": 24_000, "source": "synthetic, in memory"},
         "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "torch_threads": threads, "scipy_workers": threads,
                     "onnxruntime_threads": threads, "reference_blas_threads": _blas_threads(),
-                    "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
+                    "load_average_1min": [load_before, _load()]},
         "versions": {"torch": torch.__version__, "numpy": np.__version__, **_versions("scipy", "librosa", "onnxruntime")},
         "repeats": REPEATS,
         "reference_repeats": REFERENCE_REPEATS,
@@ -192,5 +192,6 @@ def format_table(result: dict) -> str:
         lines.append(f"  {name}: reference = {entry['reference']}")
     load = machine["load_average_1min"]
     lines.append(f"audio {audio['source']} (no file reading timed); peak RSS {result['peak_rss_mb']:.0f} MB; "
-                 f"load average {load[0]:.1f} before, {load[1]:.1f} after (other processes slow both sides)")
+                 + (f"load average {load[0]:.1f} before, {load[1]:.1f} after (other processes slow both sides)"
+                    if None not in load else "load average unknown"))
     return "\n".join(lines)

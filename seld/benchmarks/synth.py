@@ -77,7 +77,7 @@ def run() -> dict:
             "foa_render_s_per_mixture": round(median["foa_render_s"], 3),
             "mic_render_s_per_mixture": round(median["mic_render_s"], 3),
             "seconds_per_audio_minute": {k: round(v, 3) for k, v in per_format.items()},
-            "real_time_factor": {k: round(60 / v, 1) for k, v in per_format.items()},
+            "x_real_time": {k: round(60 / v, 1) for k, v in per_format.items()},
             "both_formats_audio_min_per_wall_min": round(2 * minutes * 60 / (
                 median["layout_s"] + median["foa_render_s"] + median["mic_render_s"]), 1),
             "events_per_mixture": median["events"],
@@ -105,7 +105,7 @@ def format_table(result: dict) -> str:
     ]
     for name in ("foa", "mic"):
         lines.append(f"  {name.upper()}: {one['seconds_per_audio_minute'][name]:.2f} s per minute of audio,"
-                     f" {one['real_time_factor'][name]:.1f}x real time")
+                     f" {one['x_real_time'][name]:.1f}x real time")
     lines.append(f"  1 worker, both formats: {one['both_formats_audio_min_per_wall_min']:.1f} min of audio per min")
     lines.append(f"  seld synth --workers 2 --format both: {command['audio_min_per_wall_min']:.1f} min of audio"
                  f" per min of wall time (target {command['target']}; {command['mixtures']} mixtures in"
