@@ -190,7 +190,7 @@ def run_live(engine, source, displays: list, recorder: Recorder | None = None, o
         blocks.close()
         loop.join(timeout=10)
         recorded = recorder.close() if recorder is not None else None
-        displays_closed = loop.close_displays()
+        displays_closed = loop.close_displays(f"failed: {source.failure}" if source.failure else ending)
         stats = loop.stats(final=True)
     error = loop.error or loop.display_error()
     if isinstance(error, BrokenPipeError):

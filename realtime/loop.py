@@ -163,10 +163,11 @@ class LiveLoop:
             feed.start()
         self.thread.start()
 
-    def close_displays(self) -> bool:
+    def close_displays(self, ending: str | None = None) -> bool:
         """After the engine thread: the displays show their last frames and close, all within
-        CLOSE_DISPLAYS_S (see DisplayFeed); False when one did not."""
-        stats = self.stats(final=True)
+        CLOSE_DISPLAYS_S (see DisplayFeed); False when one did not. `ending` (why the run ended)
+        goes to them in the final stats."""
+        stats = {**self.stats(final=True), **({"ending": ending} if ending else {})}
         deadline = time.monotonic() + CLOSE_DISPLAYS_S
         closed = [feed.close(stats, 0.0) for feed in self.feeds]  # all asked first: they close side by side
         return all(done or feed.closed.wait(max(0.0, deadline - time.monotonic()))

@@ -9,11 +9,13 @@ engine does not slow down.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import queue
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 
@@ -41,20 +43,24 @@ class WebView:
     """The HTTP server and its page; a display of the live loop."""
 
     def __init__(self, port: int, info: dict, host: str = "127.0.0.1"):
-        self.info = info
+        self.info, self.host = info, host
         self.clients: set[queue.Queue] = set()
         self.history: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=HISTORY_FRAMES)  # (frame, message)
         self.clients_lock = threading.Lock()
         self.closing = False
         self.end_message = b""
         self.last_stats: dict = {}
+        self.last_idle_sent = 0.0
         self.page = (files("seld.realtime") / "web.html").read_bytes()
         view = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (the http.server name)
                 path = self.path.split("?", 1)[0]
-                if path in ("/", "/index.html"):
+                if not view._local_host(self.headers.get("Host", "")):
+                    # DNS rebinding: a web site whose name now points here must not read the input's path or its events
+                    self._send(421, "text/plain", b"this server answers to localhost only\n")
+                elif path in ("/", "/index.html"):
                     self._send(200, "text/html; charset=utf-8", view.page)
                 elif path == "/info":
                     self._send(200, "application/json", json.dumps(view.info).encode())
@@ -65,13 +71,16 @@ class WebView:
                 else:
                     self._send(404, "text/plain", b"not found\n")
 
+            do_HEAD = do_GET  # noqa: N815 (_send and _serve_events leave the body out)
+
             def _send(self, status: int, content_type: str, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             timeout = IDLE_TIMEOUT_S  # a connection that never sends its request (a preconnect) ends
 
@@ -87,12 +96,21 @@ class WebView:
                                        name="seld-web", daemon=True)
         self.thread.start()
 
+    def _local_host(self, header: str) -> bool:
+        """The request's Host names this machine's loopback (or is absent, as in HTTP/1.0)."""
+        if not header:
+            return True
+        name = header if header.endswith("]") else header.rsplit(":", 1)[0]
+        return name.strip("[]").lower() in ("127.0.0.1", "localhost", "::1", self.host)
+
     def _serve_events(self, handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Cache-Control", "no-store")
-        handler.send_header("Connection", "keep-alive")
+        handler.send_header("Connection", "close")  # a script reading it sees the end of the stream
         handler.end_headers()
+        if handler.command == "HEAD":
+            return
         mailbox: queue.Queue = queue.Queue(CLIENT_QUEUE)
         # A page that reconnects says the last frame it got (EventSource sends the last `id:`):
         # it gets only the frames after it, not its timeline twice.
@@ -104,12 +122,13 @@ class WebView:
             backlog = [message for frame, message in self.history if frame > seen]  # opened mid-run: the timeline so far
             if self.closing:
                 backlog.append(self.end_message)
+                mailbox.put_nowait(None)
             else:
                 self.clients.add(mailbox)
         try:
             handler.wfile.write(b"retry: 1000\n\n" + b"".join(backlog))
             handler.wfile.flush()
-            while not (self.closing and mailbox.empty()):
+            while True:  # to the None that close() queues after the end event
                 try:
                     message = mailbox.get(timeout=KEEPALIVE_S)
                 except queue.Empty:
@@ -141,7 +160,12 @@ class WebView:
                       + json.dumps({"frame": frame, "stats": stats}).encode() + b"\n\n", frame=frame["frame"])
 
     def idle(self, stats: dict) -> None:
+        """No frame is coming (the input went silent): the page hears it, once a second at most."""
         self.last_stats = stats
+        now = time.monotonic()
+        if now - self.last_idle_sent >= 1.0:
+            self.last_idle_sent = now
+            self._publish(b"event: stats\ndata: " + json.dumps({"stats": stats}).encode() + b"\n\n")
 
     def close(self, stats: dict) -> None:
         self.last_stats = stats
@@ -149,11 +173,14 @@ class WebView:
             self.end_message = b"event: end\ndata: " + json.dumps({"stats": stats}).encode() + b"\n\n"
             self.closing = True
             clients = list(self.clients)
-        for mailbox in clients:
+        for mailbox in clients:  # never waits on a page that stopped reading: its oldest frames make room
             for message in (self.end_message, None):
-                try:
-                    mailbox.put(message, timeout=0.5)
-                except queue.Full:
-                    pass
+                while True:
+                    try:
+                        mailbox.put_nowait(message)
+                        break
+                    except queue.Full:
+                        with contextlib.suppress(queue.Empty):
+                            mailbox.get_nowait()
         self.server.shutdown()
         self.server.server_close()

@@ -603,8 +603,10 @@ def test_a_played_file_is_read_as_annotate_reads_it(tmp_path):
     audio = tone_file(path, RATE, 4, loud_channel=0, seconds=0.5, onset_s=0.1)
     audio[RATE // 4, 1] = np.nan
     soundfile.write(path, audio, RATE, subtype="FLOAT")
-    outcome = run_live(LoudnessEngine(), FileSource(path, 4, None), [Collect()])
+    collect = Collect()
+    outcome = run_live(LoudnessEngine(), FileSource(path, 4, None), [collect])
     assert outcome["failure"] == f"{path}: NaN or Inf samples (first at 0.250 s)"
+    assert collect.closed["ending"] == f"failed: {outcome['failure']}"  # what the web page shows
 
     odd = tmp_path / os.fsdecode(b"caf\xe9.wav")
     tone_file(os.fsencode(odd), RATE, 4, loud_channel=0, seconds=0.5, onset_s=0.1)
@@ -667,6 +669,40 @@ def test_web_view_resends_only_the_frames_a_reconnecting_page_missed():
     for listener in listeners:
         listener.join(timeout=5)
     assert results == {"new": list(range(11)), "back": [7, 8, 9, 10], "odd": list(range(11))}
+
+
+def test_web_view_closes_without_waiting_on_a_stalled_page_and_tells_a_silent_input():
+    """close() waited 0.5 s per message on a page that stopped reading (pages that were reading
+    then missed their end event); a silent input was never told to the page; a page of another
+    host name (DNS rebinding) is refused; HEAD answers."""
+    import queue
+
+    from seld.realtime.web import CLIENT_QUEUE, WebView
+
+    web = WebView(0, {"class_names": ["tone"]})
+    port = web.server.server_address[1]
+    stalled = queue.Queue(CLIENT_QUEUE)
+    for _ in range(CLIENT_QUEUE):
+        stalled.put_nowait(b"old frame")
+    web.clients.add(stalled)
+    reader = queue.Queue(CLIENT_QUEUE)
+    web.clients.add(reader)
+    try:
+        web.idle({"elapsed_s": 9.0, "stalled": True})
+        message = reader.get_nowait()
+        assert message.startswith(b"event: stats\ndata: ") and b'"stalled": true' in message
+        for host, status in (("attacker.example", 421), (f"localhost:{port}", 200)):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/info", headers={"Host": host})
+            assert connection.getresponse().status == status
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("HEAD", "/")
+        response = connection.getresponse()
+        assert response.status == 200 and response.read() == b""
+    finally:
+        web.close({"elapsed_s": 9.0, "ending": "stopped"})
+    assert list(stalled.queue)[-2:] == [web.end_message, None] and b'"ending": "stopped"' in web.end_message
+    assert list(reader.queue) == [web.end_message, None]
 
 
 def test_web_view_keeps_quiet_about_pages_that_go_away(capfd):
