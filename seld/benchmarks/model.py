@@ -55,14 +55,14 @@ def run() -> dict:
 
 
 def format_table(result: dict) -> str:
-    lines = [f"{'preset':<10} {'input':>6} {'output':<20} {'causal':>6} {'params':>9} "
+    lines = [f"{'preset':<10} {'input':>6} {'output':<22} {'causal':>6} {'params':>9} "
              f"{'MMAC/s':>8} {'stream MMAC/s':>13} {'state':>6}"]
     for name, entry in result["presets"].items():
         stream = entry["streaming_macs_per_second"]
         lines.append(
-            f"{name:<10} {entry['input']:>6} {entry['output_format']:<20} {'yes' if entry['causal'] else 'no':>6} "
+            f"{name:<10} {entry['input']:>6} {entry['output_format']:<22} {'yes' if entry['causal'] else 'no':>6} "
             f"{entry['parameters']:>9,} {entry['macs_per_second'] / 1e6:>8.1f} "
             f"{'-' if stream is None else f'{stream / 1e6:.1f}':>13} {entry['state_size'] or '-':>6}")
-    lines.append("MMAC/s: millions of multiply-adds per second of audio (conv, linear, GRU, attention); "
-                 "state: floats per stream")
+    lines.append(f"MMAC/s: millions of multiply-adds per second of audio (conv, linear, GRU, attention), counted "
+                 f"by torch's FlopCounterMode on {SECONDS:g} s of input; state: floats per stream")
     return "\n".join(lines)
