@@ -197,8 +197,6 @@ class StreamingResampler:
         return self._emit(math.ceil(self.total_input * self.up / self.down) - 1)
 
 
-
-
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:
     """Write [channels, samples] whole-or-nothing: a temporary file in the same folder, then rename."""
     path = Path(path)

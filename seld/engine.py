@@ -28,6 +28,7 @@ one-signal cases.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -112,18 +113,12 @@ def _providers(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-_cuda_libraries_loaded = False
-
-
+@functools.cache  # once a process
 def _load_cuda_libraries() -> None:
     """CUDA and cuDNN from the nvidia-* pip packages, loaded into the process: onnxruntime-gpu finds
     them only once loaded (torch does it when imported, and this path never imports torch), else its
     CUDA provider fails to load and every session silently runs on the CPU. Libraries already on
     the loader's path are found either way."""
-    global _cuda_libraries_loaded
-    if _cuda_libraries_loaded:
-        return
-    _cuda_libraries_loaded = True
     import contextlib
     import sys
 

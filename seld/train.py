@@ -186,10 +186,16 @@ def save_checkpoint(path: Path, checkpoint: dict) -> None:
         torch.save(checkpoint, temporary)
 
 
+def _epoch_score(row: dict) -> float:
+    """What picks the best epoch: validation SELD, or the training loss without a validation split."""
+    return row.get("SELD", row["train_loss"])
+
+
 def _repair_best(run_dir: Path, last: dict) -> None:
     """A run killed between writing last.pt and best.pt: best.pt becomes last.pt's epoch when
-    that epoch was the best."""
-    if last.get("best_epoch") != last["epoch"]:
+    that epoch was the best (the first of the lowest score, as training picks it)."""
+    scores = [_epoch_score(row) for row in last["history"]]
+    if not scores or scores.index(min(scores)) != last["epoch"]:
         return
     best = run_dir / "best.pt"
     if best.exists() and load_checkpoint(best).get("epoch") == last["epoch"]:
@@ -518,7 +524,6 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
 
     history, best_seld, first_epoch = [], math.inf, 0
-    checkpoint_best_epoch = resume.get("best_epoch") if resume is not None else None
     if resume is not None:
         network.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -599,17 +604,15 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
                "seconds": round(time.perf_counter() - started, 2)}
         if validation_recordings:
             row.update(validate(network, validation_recordings, config, device))
-        seld_score = row.get("SELD", row["train_loss"])
+        seld_score = _epoch_score(row)
         improved = seld_score < best_seld
         best_seld = min(best_seld, seld_score)
         history.append(row)
         checkpoint = {
             "config": to_dict(config), "model": network.state_dict(), "optimizer": optimizer.state_dict(),
             "epoch": epoch, "best_seld": best_seld, "history": history, "scaler": scaler.state_dict(),
-            "array": array.to_dict(), "best_epoch": epoch if improved else checkpoint_best_epoch,
-            "threads": torch.get_num_threads(),
+            "array": array.to_dict(), "threads": torch.get_num_threads(),
         }
-        checkpoint_best_epoch = checkpoint["best_epoch"]
         # last.pt first: a kill before best.pt is written is repaired on resume (_repair_best);
         # the other way round, a rerun of the epoch could leave best.pt an epoch last.pt does not know.
         save_checkpoint(run_dir / "last.pt", checkpoint)
@@ -634,10 +637,10 @@ def _absolute_paths(config: TrainConfig) -> TrainConfig:
 def train_command(args) -> int:
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "last.pt").exists() and not (run_dir / "config.json").is_file():
-            raise SeldError(f"{run_dir}: no run to resume (no last.pt, no config.json: it was stopped before it "
-                            f"began); start it with --out {run_dir}")
-        if not (run_dir / "last.pt").exists() and (run_dir / "config.json").is_file():
+        if not (run_dir / "last.pt").exists():
+            if not (run_dir / "config.json").is_file():
+                raise SeldError(f"{run_dir}: no run to resume (no last.pt, no config.json: it was stopped before "
+                                f"it began); start it with --out {run_dir}")
             # Stopped in its first epoch: nothing to resume, so it starts again with the same config.
             checkpoint = None
             config = from_dict(TrainConfig, _read_json(run_dir / "config.json"), str(run_dir / "config.json"))

@@ -156,10 +156,11 @@ def test_cuda_libraries_of_the_pip_packages_are_loaded_once_before_cuda_is_asked
     monkeypatch.setattr(onnxruntime, "preload_dlls", lambda: calls.append(1) or print("to stderr"), raising=False)
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr(engine_module, "_cuda_libraries_loaded", False)
+    engine_module._load_cuda_libraries.cache_clear()
     assert engine_module._providers("cpu") == ["CPUExecutionProvider"] and calls == []
     assert engine_module._providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert engine_module._providers("cuda") and calls == [1]
+    engine_module._load_cuda_libraries.cache_clear()  # the next process-wide call loads for real
 
 
 # ------------------------------------------------------------------ the engine on blocks

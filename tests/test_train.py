@@ -132,7 +132,9 @@ def test_a_kill_between_last_pt_and_best_pt_is_repaired_on_resume(tiny_run, tmp_
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     last = load_checkpoint(run / "last.pt")
-    save_checkpoint(run / "last.pt", {**last, "best_epoch": last["epoch"], "threads": torch.get_num_threads() + 1})
+    history = [dict(row) for row in last["history"]]
+    history[-1]["SELD"] = min(row["SELD"] for row in history) - 0.1  # the last epoch was the best
+    save_checkpoint(run / "last.pt", {**last, "history": history, "threads": torch.get_num_threads() + 1})
     save_checkpoint(run / "best.pt", {**last, "epoch": last["epoch"] - 1})  # the kill came before best.pt
     with caplog.at_level(logging.INFO, logger="seld.train"):
         assert cli(["train", "--resume", str(run)]) == 0
