@@ -542,7 +542,9 @@ class FolderBank:
         return _normalized(signal)
 
     def describe(self) -> dict:
-        return {"kind": "folder", "root": str(self.root), "files": {c: len(f) for c, f in zip(self.classes, self.files)}}
+        # Absolute: a rerun from another folder that names the same sounds (`--sounds ../sounds`) resumes.
+        return {"kind": "folder", "root": str(self.root.resolve()),
+                "files": {c: len(f) for c, f in zip(self.classes, self.files)}}
 
 
 @functools.lru_cache(maxsize=128)

@@ -212,6 +212,19 @@ def test_mixed_dataset_renders_deterministically_with_procedural_fallback(tmp_pa
     assert (tmp_path / "c" / first.relative_to(tmp_path / "a")).read_bytes() != first.read_bytes()
 
 
+def test_a_rerun_from_another_folder_naming_the_same_sounds_resumes(tmp_path, monkeypatch, capsys):
+    tone_folder(tmp_path / "sounds", ("bell",))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    extra = [*SMALL, "--sounds", "sounds", "--classes", "bell", "--format", "foa", "--out", str(tmp_path / "data")]
+    assert cli(["synth", *extra]) == 0
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    extra[extra.index("sounds")] = "../sounds"
+    capsys.readouterr()
+    assert cli(["synth", *extra]) == 0
+    assert "3 already done" in capsys.readouterr().out
+
+
 def test_a_namespace_without_procedural_share_still_works(tmp_path):
     """`seld bench synth` builds its own Namespace, without --procedural-share."""
     from argparse import Namespace
