@@ -242,6 +242,9 @@ def synth_command(args) -> int:
         except (OSError, ValueError):
             previous = None
         comparable = ("seed", "classes", "settings", "sounds", "rooms")
+        if previous and isinstance(previous.get("sounds"), dict) and "root" in previous["sounds"]:
+            # Made before roots were recorded absolute: as typed, from the folder this rerun runs in.
+            previous["sounds"]["root"] = str(Path(previous["sounds"]["root"]).resolve())
         if previous is None or any(previous.get(k) != description.get(k) for k in comparable) or any(
             previous.get("formats", {}).get(n, a) != a for n, a in description["formats"].items()
         ):

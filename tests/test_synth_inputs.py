@@ -223,6 +223,9 @@ def test_a_rerun_from_another_folder_naming_the_same_sounds_resumes(tmp_path, mo
     capsys.readouterr()
     assert cli(["synth", *extra]) == 0
     assert "3 already done" in capsys.readouterr().out
+    manifest = tmp_path / "data" / "dataset.json"  # as an earlier version wrote it: the root as typed
+    manifest.write_text(manifest.read_text().replace(str(tmp_path / "sounds"), "../sounds"))
+    assert cli(["synth", *extra]) == 0
 
 
 def test_a_namespace_without_procedural_share_still_works(tmp_path):
