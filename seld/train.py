@@ -515,6 +515,10 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
             log.warning("feature_cache: channel-swap augmentation acts on audio, so it is off with cached features")
         folder = cache_folder(Path(config.feature_cache), {"data": str(Path(config.data).resolve()),
                               **to_dict(config.features)}, array.name, crop_frames)
+        if distributed:  # each rank computes its share (every rank computed them all, racing)
+            cache_features(network, train_recordings[rank::torch.distributed.get_world_size()], folder, crop_frames,
+                           device)
+            torch.distributed.barrier()
         feature_files = cache_features(network, train_recordings, folder, crop_frames, device)
     dataset = CropDataset(train_recordings, layout, crop_frames, array.num_channels,
                           channel_swaps(array) if config.augment_channel_swap and not feature_files else None,

@@ -288,8 +288,12 @@ def test_distributed_data_parallel_through_torchrun(tmp_path):
 
     # A batch larger than a rank's share of the crops but not than all of them: each rank still
     # trains (drop_last was decided on all the crops: no step at all, train_loss 0).
-    result = run("--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=2", "batch_size=3")
+    result = run("--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=2", "batch_size=3",
+                 f"feature_cache={tmp_path / 'cache'}")
     assert result.returncode == 0, result.stderr[-2000:]
+    # Each rank computes the features of its share of the 2 training files, once.
+    assert result.stderr.count(": 1 files computed, 0 reused") == 2, result.stderr[-2000:]
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2
     assert result.stdout.count("trained 2 epochs") == 1
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert len(rows) == 2 and all(float(row["train_loss"]) > 0 for row in rows)
