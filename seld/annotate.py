@@ -13,6 +13,7 @@ on; outputs are written whole or not at all, and a rerun skips files already don
 from __future__ import annotations
 
 import collections
+import contextlib
 import glob
 import itertools
 import logging
@@ -26,6 +27,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from seld import SeldError
 from seld.audio import audio_info, iter_audio_blocks
@@ -174,6 +176,9 @@ class _Bar:
         self.bar = tqdm(total=max(seconds, 1e-9), desc="annotate", file=sys.stderr, dynamic_ncols=True,
                         disable=disable,
                         bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+        # Log lines while the bar shows (a truncated file's warning) printed above it, not into it.
+        self.logs = contextlib.nullcontext() if disable else logging_redirect_tqdm(tqdm_class=tqdm)
+        self.logs.__enter__()
         self._postfix()
 
     def _postfix(self, coming_s: float = 0.0) -> None:  # `coming_s`: the update about to be shown
@@ -191,6 +196,7 @@ class _Bar:
 
     def close(self) -> None:
         self.bar.close()
+        self.logs.__exit__(None, None, None)
 
 
 @dataclass

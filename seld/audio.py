@@ -6,8 +6,10 @@ The DCASE framing constants live here because every part shares them.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +20,8 @@ import soundfile
 
 from seld import SeldError
 from seld.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24_000
 HOP = 480  # 20 ms STFT hop
@@ -53,6 +57,32 @@ def _open(path: Path) -> soundfile.SoundFile:
         handle.close()
         raise SeldError(f"{path}: implausible sample rate {handle.samplerate} Hz (a corrupt header?)")
     return handle
+
+
+# libsndfile reads a truncated file up to where its data ends and says so only in its log: a data
+# chunk whose size exceeds what the file holds ("data : 960000 (should be 479978)"), or an Ogg
+# stream without its end-of-stream page. Sizes 0 and 0xFFFFFFFF are a recorder's placeholders.
+_DATA_CHUNK = re.compile(r"^\s*(?:data|SSND) : (\d+) \(should be (\d+)\)", re.MULTILINE)
+_BYTES_PER_SAMPLE = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+
+
+def truncation(handle: soundfile.SoundFile) -> str | None:
+    """What a file's header promises that its data does not hold, or None."""
+    try:
+        info = handle.extra_info
+    except Exception:  # noqa: BLE001 - a libsndfile without its log: nothing to say
+        return None
+    held = f"the file holds {handle.frames / handle.samplerate:.1f} s"
+    for declared, actual in _DATA_CHUNK.findall(info):
+        declared, actual = int(declared), int(actual)
+        if declared > actual and declared not in (0, 0xFFFFFFFF):
+            width = _BYTES_PER_SAMPLE.get(handle.subtype)
+            if width is None:
+                return f"its header promises more audio than {held}"
+            return f"its header promises {declared / (width * handle.channels * handle.samplerate):.1f} s, {held}"
+    if "Last page lacks an end-of-stream bit" in info:
+        return f"its Ogg stream breaks off without its last page; {held}"
+    return None
 
 
 def _libsndfile_reason(error: Exception) -> str:
@@ -119,6 +149,8 @@ def iter_audio_blocks(
     handle = _open(path)
     with handle:
         _check_channels(path, handle.channels, channels)
+        if (missing := truncation(handle)) is not None:
+            log.warning("%s: truncated (%s): reading what is there", path, missing)
         rate = handle.samplerate
         resampler = None if sample_rate in (None, rate) else StreamingResampler(rate, sample_rate, handle.channels)
         offset = 0

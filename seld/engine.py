@@ -107,7 +107,7 @@ def _providers(device: str) -> list[str]:
         return ["CPUExecutionProvider"]
     if not _nvidia_gpu_present():
         # Asking for CUDA without a GPU makes ONNX Runtime print library errors before falling back.
-        log.info("no NVIDIA GPU found: CUDA was not asked for, running on CPUExecutionProvider")
+        log.info("no NVIDIA GPU found: ONNX Runtime is not asked for CUDA, the graphs run on the CPU")
         return ["CPUExecutionProvider"]
     _load_cuda_libraries()
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -342,6 +342,14 @@ def test_file_read_in_blocks_gives_the_csv_of_the_whole_file(tiny_model_package,
     assert {(event["class"], event["track"]) for event in document["events"]} == tracks
 
 
+def test_a_truncated_file_is_annotated_as_far_as_it_goes_with_a_warning(tiny_model_package, tmp_path, caplog):
+    path = wav(tmp_path / "cut.wav", 4.0)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert cli(["annotate", str(path), "--model", str(tiny_model_package), "--out", str(tmp_path / "out")]) == 0
+    assert f"{path}: truncated (its header promises 4.0 s, the file holds 2.0 s)" in caplog.text
+    assert json.loads((tmp_path / "out" / "cut.json").read_text())["duration_s"] == pytest.approx(2.0, abs=1e-3)
+
+
 def test_resampled_input(tiny_model_package, tmp_path, capsys):
     path = tmp_path / "x48k.wav"
     soundfile.write(path, (0.05 * np.random.default_rng(0).standard_normal((48_000 * 3 + 17, 4))).astype(np.float32),

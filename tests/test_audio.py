@@ -105,15 +105,32 @@ def test_not_audio(tmp_path):
     expect_error(path, "not a readable audio file")
 
 
-def test_truncated_file_reads_or_fails_cleanly(tmp_path):
-    path = tmp_path / "cut.wav"
-    soundfile.write(path, noise(seconds=0.5).T, 24_000)
-    path.write_bytes(path.read_bytes()[:1000])
-    try:
-        audio, _ = read_audio(path)
-        assert audio.shape[0] == 4
-    except SeldError as error:
-        assert str(path) in str(error)
+@pytest.mark.parametrize("suffix,subtype", [(".wav", "PCM_16"), (".wav", "FLOAT"), (".aiff", "PCM_24"),
+                                            (".ogg", "VORBIS")])
+def test_a_truncated_file_is_read_as_far_as_it_goes_with_a_warning(tmp_path, caplog, suffix, subtype):
+    whole, cut = tmp_path / f"whole{suffix}", tmp_path / f"cut{suffix}"
+    soundfile.write(whole, noise(seconds=2.0).T, 24_000, subtype=subtype)
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    audio, _ = read_audio(whole)
+    assert "truncated" not in caplog.text
+    part, _ = read_audio(cut)
+    assert 0.2 * audio.shape[1] < part.shape[1] < 0.7 * audio.shape[1]
+    assert f"{cut}: truncated (" in caplog.text and f"the file holds {part.shape[1] / 24_000:.1f} s" in caplog.text
+    if suffix != ".ogg":
+        assert "its header promises 2.0 s" in caplog.text
+        np.testing.assert_array_equal(part, audio[:, : part.shape[1]])
+
+
+def test_a_recorders_placeholder_size_is_no_truncation(tmp_path, caplog):
+    """A WAV written while recording, its data size left at 0xFFFFFFFF: all its audio is there."""
+    path = tmp_path / "recording.wav"
+    soundfile.write(path, noise(seconds=0.5).T, 24_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    data[at:at + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    assert read_audio(path)[0].shape[1] == 12_000
+    assert "truncated" not in caplog.text
 
 
 def test_zero_length(tmp_path):
