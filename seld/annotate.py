@@ -17,7 +17,6 @@ import contextlib
 import glob
 import itertools
 import logging
-import os
 import sys
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -287,7 +286,7 @@ def annotate_command(args) -> int:
         summary = annotate_in_processes(args.model or default_model_dir(args.format), args.device, jobs, processes,
                                         readers=args.workers, plot=args.plot)
     else:
-        engine = Engine(args.model or default_model_dir(args.format), args.device, "batch", parallel=loops_for(len(jobs)))
+        engine = Engine(args.model or default_model_dir(args.format), args.device, "batch")
         log.info("model %s on %s", engine.name, ", ".join(engine.providers))
         if args.streaming and not engine.causal:
             raise SeldError(f"{engine.model_dir}: --streaming needs a causal model")
@@ -300,14 +299,6 @@ def annotate_command(args) -> int:
             print(f"  {failure}", file=sys.stderr)
         return 1
     return 0
-
-
-def loops_for(files: int, cores: int | None = None) -> int | None:
-    """The engine's loops for `files` files: one per file when there are fewer files than cores,
-    each loop then running its graph on more threads (one 2-hour file on 2 cores: 5.8 against
-    6.2 s per hour of audio with a loop per core, one of them idle); otherwise the engine's default."""
-    cores = cores or os.cpu_count() or 1
-    return files if 0 < files < cores else None
 
 
 def _annotate_all(engine: Engine, files: list[_Progress], readers: int, bar: _Bar, plot: bool

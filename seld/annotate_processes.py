@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from seld import SeldError
-from seld.annotate import Job, Summary, _Bar, annotate, has_outputs, loops_for, output_path
+from seld.annotate import Job, Summary, _Bar, annotate, has_outputs, output_path
 from seld.audio import audio_info
 from seld.engine import Engine, ModelInfo
 from seld.parent_death import die_with_parent
@@ -98,7 +98,7 @@ def _worker(index: int, messages, model: str, device: str, cores: int, jobs: lis
     die_with_parent()
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        engine = Engine(model, device, "batch", parallel=loops_for(len(jobs), cores), cores=cores)
+        engine = Engine(model, device, "batch", cores=cores)
         summary = annotate(engine, jobs, readers=readers, plot=plot, bar=_QueueBar(messages))
         messages.put(("done", index, summary, engine.providers))
     except SeldError as error:

@@ -443,20 +443,6 @@ def test_jobs_are_dealt_by_size_and_processes_by_cores(tmp_path):
     assert default_processes(3, 64) == 3
 
 
-def test_fewer_files_than_cores_get_a_loop_each_on_more_threads(tiny_model_package, tmp_path, monkeypatch):
-    from seld.annotate import loops_for
-
-    assert [loops_for(files, 4) for files in (0, 1, 3, 4, 100)] == [None, 1, 3, None, None]
-    engine = Engine(tiny_model_package, "cpu", "batch", parallel=loops_for(1, 4), cores=4)
-    assert (engine.parallel, engine.threads) == (1, 4)
-    made = []
-    monkeypatch.setattr("seld.annotate.Engine", lambda *args, **kwargs: made.append(kwargs) or Engine(*args, **kwargs))
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
-    assert cli(["annotate", str(wav(tmp_path / "one.wav", 1.0)), "--model", str(tiny_model_package),
-                "--out", str(tmp_path / "out")]) == 0
-    assert made[-1]["parallel"] == 1
-
-
 def test_nothing_to_do_in_processes_and_a_dead_workers_files(tiny_model_package, tmp_path, capsys):
     from seld.annotate_processes import _lost_files
 
