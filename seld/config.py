@@ -34,7 +34,10 @@ def from_dict(cls: type[T], data: dict, source: str = "config") -> T:
     values = {}
     for name, value in data.items():
         values[name] = _coerce(hints[name], value, f"{source}: {name}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise SeldError(f"{source}: {error}") from None
 
 
 def apply_overrides(config: T, overrides: list[str] | dict[str, Any], source: str = "command line") -> T:

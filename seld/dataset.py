@@ -37,6 +37,8 @@ def find_recordings(root: str | Path, format_name: str, split_prefix: str, chann
     `channels`, each file must have that many."""
     root = Path(root)
     audio_root = root / f"{format_name}_dev"
+    if not root.is_dir():
+        raise SeldError(f"{root}: no such folder")
     if not audio_root.is_dir():
         raise SeldError(f"{root}: no {format_name}_dev folder (expected the DCASE layout ROOT/{format_name}_dev/<split>/)")
     recordings = []

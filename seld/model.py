@@ -59,6 +59,22 @@ class ModelConfig:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if not len(self.conv_filters) == len(self.pool_time) == len(self.pool_freq):
             raise ValueError("conv_filters, pool_time and pool_freq need one entry per conv block")
+        small = [f"{name} {value}" for name, value, least in (
+            ("input_channels", self.input_channels, 1), ("input_bins", self.input_bins, 1),
+            ("conv_kernel", self.conv_kernel, 1), ("gru_size", self.gru_size, 1), ("gru_layers", self.gru_layers, 1),
+            ("attention_blocks", self.attention_blocks, 0), ("attention_heads", self.attention_heads, 1),
+            ("attention_window", self.attention_window, 0), ("head_size", self.head_size, 0),
+            ("num_classes", self.num_classes, 1), ("num_tracks", self.num_tracks, 1),
+            *((f"conv_filters[{i}]", v, 1) for i, v in enumerate(self.conv_filters)),
+            *((f"pool_time[{i}]", v, 1) for i, v in enumerate(self.pool_time)),
+            *((f"pool_freq[{i}]", v, 1) for i, v in enumerate(self.pool_freq))) if value < least]
+        if small:
+            raise ValueError(f"{', '.join(small)}: too small (sizes and counts are at least 1; attention_blocks, "
+                             f"attention_window and head_size at least 0)")
+        if not self.conv_kernel % 2:
+            raise ValueError(f"conv_kernel {self.conv_kernel}: must be odd (it pads the bins by kernel // 2 each side)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout {self.dropout}: must be in [0, 1)")
         if self.output_format not in OUTPUT_FORMATS:
             raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, not {self.output_format!r}")
         if self.input_bins // math.prod(self.pool_freq) < 1:

@@ -75,6 +75,25 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch; 0: torch's default (all cores)
     init_from: str = ""  # a run, checkpoint or model package ("foa"/"mic": shipped) whose CRNN weights start this run
 
+    def __post_init__(self):
+        problems = [f"{name} {value}: must be {rule}" for name, value, bad, rule in (
+            ("epochs", self.epochs, self.epochs < 1, "at least 1"),
+            ("batch_size", self.batch_size, self.batch_size < 1, "at least 1"),
+            ("learning_rate", self.learning_rate, not 0 < self.learning_rate < math.inf, "a positive number"),
+            ("weight_decay", self.weight_decay, not 0 <= self.weight_decay < math.inf, "0 or more"),
+            ("crop_seconds", self.crop_seconds, not 0.1 <= self.crop_seconds < math.inf, "at least 0.1 (a label frame)"),
+            ("loss_distance_weight", self.loss_distance_weight, not 0 <= self.loss_distance_weight < math.inf,
+             "0 or more"),
+            ("seed", self.seed, self.seed < 0, "0 or more"),
+            ("workers", self.workers, self.workers < 0, "0 or more"),
+            ("threads", self.threads, self.threads < 0, "0 (torch's default) or more"),
+            ("normalization_files", self.normalization_files, self.normalization_files < 1, "at least 1"),
+            ("threshold", self.threshold, not 0 < self.threshold < math.inf, "a positive number"),
+            ("lr_schedule", self.lr_schedule, self.lr_schedule not in ("cosine", "constant"), "'cosine' or 'constant'"),
+        ) if bad]
+        if problems:
+            raise ValueError("; ".join(problems))
+
 
 TRAINING_PRESETS = {
     "default": {},
@@ -465,8 +484,6 @@ def pick_device(name: str) -> torch.device:
 def learning_rate(config: TrainConfig, epoch: int) -> float:
     if config.lr_schedule == "constant":
         return config.learning_rate
-    if config.lr_schedule != "cosine":
-        raise SeldError(f"lr_schedule {config.lr_schedule!r}: expected 'cosine' or 'constant'")
     progress = epoch / max(config.epochs - 1, 1)
     return config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -641,10 +658,11 @@ def _absolute_paths(config: TrainConfig) -> TrainConfig:
 def train_command(args) -> int:
     if args.resume:
         run_dir = Path(args.resume)
+        if not run_dir.is_dir():
+            raise SeldError(f"--resume {run_dir}: no such folder (start a run with --out {run_dir})")
         if not (run_dir / "last.pt").exists():
             if not (run_dir / "config.json").is_file():
-                raise SeldError(f"{run_dir}: no run to resume (no last.pt, no config.json: it was stopped before "
-                                f"it began); start it with --out {run_dir}")
+                raise SeldError(f"--resume {run_dir}: not a training run (no last.pt, no config.json)")
             # Stopped in its first epoch: nothing to resume, so it starts again with the same config.
             checkpoint = None
             config = from_dict(TrainConfig, _read_json(run_dir / "config.json"), str(run_dir / "config.json"))
@@ -661,6 +679,7 @@ def train_command(args) -> int:
         if (run_dir / "last.pt").exists():
             raise SeldError(f"{run_dir}: holds a run already; continue it with --resume {run_dir} or pick another --out")
         config = resolve_config(args.format, args.preset, args.config, args.overrides, args.data)
+        split_recordings(config.data, config.format)  # a dataset that is not there fails before the run folder is made
         checkpoint = None
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank keeps the folder (the others' writes raced it)

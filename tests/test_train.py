@@ -142,10 +142,35 @@ def test_a_kill_between_last_pt_and_best_pt_is_repaired_on_resume(tiny_run, tmp_
     assert "its weights will differ slightly" in caplog.text
 
 
-def test_resume_of_a_run_that_never_began_says_to_start_it(tmp_path, capsys):
-    (tmp_path / "run").mkdir()  # killed before config.json was in place
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert cli(["train", "--resume", str(tmp_path / "run")]) != 0
-    assert f"{tmp_path / 'run'}: no run to resume" in capsys.readouterr().err
+    assert f"--resume {tmp_path / 'run'}: no such folder (start a run with --out" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    assert cli(["train", "--resume", str(tmp_path / "run")]) != 0
+    assert f"--resume {tmp_path / 'run'}: not a training run (no last.pt, no config.json)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override,message", [
+    ("batch_size=0", "batch_size 0: must be at least 1"),
+    ("learning_rate=-1", "learning_rate -1.0: must be a positive number"),
+    ("crop_seconds=nan", "crop_seconds nan: must be at least 0.1"),
+    ("lr_schedule=step", "lr_schedule step: must be 'cosine' or 'constant'"),
+    ("model.gru_size=-4", "gru_size -4: too small"),
+    ("model.conv_kernel=2", "conv_kernel 2: must be odd"),
+    ("model.dropout=1.5", "dropout 1.5: must be in [0, 1)"),
+])
+def test_a_bad_setting_is_one_line_before_the_run_folder_is_made(tmp_path, capsys, override, message):
+    data = tiny_dataset(tmp_path / "data")
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", override]) == 1
+    err = capsys.readouterr().err
+    assert f"seld train: error: command line: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_that_is_not_there_fails_before_the_run_folder_is_made(tmp_path, capsys):
+    assert cli(["train", "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "run"), "--preset", "tiny"]) == 1
+    assert f"{tmp_path / 'nodata'}: no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_writes_again_the_logs_a_kill_cut_short(tiny_run, tmp_path):
