@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", choices=["dcase2023", "dcase2024"], default="dcase2024", help="which challenge's metrics")
     p.add_argument("--average", choices=["macro", "micro"], default="macro", help="class averaging")
     p.add_argument("--no-distance", action="store_true", help="ignore distances (dcase2024)")
-    p.add_argument("--classes", type=int, default=13, help="number of classes")
+    p.add_argument("--classes", type=int, help="number of classes (default: as many as the dataset.json of the "
+                                               "dataset --ref lies in names, else the 13 STARSS23 classes)")
     p.add_argument("--pred-format", choices=["auto", "polar", "cartesian"], default="auto",
                    help="6-column predictions: azimuth,elevation,distance_m (polar) or x,y,z (cartesian); "
                         "auto: cartesian when every x, y, z lies in [-1, 1], as the baselines write them")

@@ -499,12 +499,33 @@ def format_report(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
+def dataset_classes(ref: str | Path) -> tuple[int, Path] | None:
+    """(class count, its dataset.json) of the dataset a reference folder lies in (ROOT/dataset.json,
+    as `seld synth` and the converters write it, up to 3 folders above), or None."""
+    ref = Path(ref).resolve()
+    for folder in [ref, *ref.parents][:4]:
+        path = folder / "dataset.json"
+        if path.is_file():
+            try:
+                classes = json.loads(path.read_text()).get("classes")
+            except (OSError, ValueError, AttributeError):
+                return None
+            return (len(classes), path) if isinstance(classes, list) and classes else None
+    return None
+
+
 def evaluate_command(args) -> int:
     """`seld evaluate`: score a prediction folder against a reference folder."""
-    if args.classes < 1:
-        raise SeldError(f"--classes must be at least 1, not {args.classes}")
+    classes = args.classes
+    if classes is None:  # a 3-class dataset scored as 13 classes had its macro F divided by 4
+        found = dataset_classes(args.ref)
+        classes = found[0] if found else 13
+        if found:
+            print(f"seld evaluate: {classes} classes, as {found[1]} names them (--classes to change)", file=sys.stderr)
+    if classes < 1:
+        raise SeldError(f"--classes must be at least 1, not {classes}")
     result = evaluate_folders(args.ref, args.pred, metrics=args.metrics, average=args.average,
-                              use_distance=False if args.no_distance else None, num_classes=args.classes,
+                              use_distance=False if args.no_distance else None, num_classes=classes,
                               six_columns=args.pred_format)
     for path, reason in result.skipped:
         print(f"seld evaluate: skipped {path}: {reason}", file=sys.stderr)

@@ -303,3 +303,20 @@ def test_mixed_distance_folder_falls_back_to_no_distance(tmp_path):
     with pytest.raises(SeldError, match="dcase2023"):
         evaluate_folders(tmp_path / "ref", tmp_path / "pred", metrics="dcase2023", use_distance=True)
     assert result.to_json()["classwise"]["LR"] == pytest.approx([1.0])
+
+
+def test_the_class_count_comes_from_the_datasets_own_description(seld_cli, tmp_path):
+    """A 3-class dataset was scored as 13 classes: its macro F divided by 13 / 3."""
+    references = tmp_path / "data" / "metadata_dev" / "dev-test"
+    references.mkdir(parents=True)
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps({"classes": ["door", "knock", "bell"]}))
+    (references / "mix.csv").write_text("".join(f"{frame},1,0,30,10,150\n" for frame in range(20)))
+    predictions = tmp_path / "pred"
+    predictions.mkdir()
+    (predictions / "mix.csv").write_text("".join(f"{frame},1,0,31,10,1.5\n" for frame in range(20)))
+    completed = seld_cli("evaluate", "--ref", references, "--pred", predictions, "--json")
+    assert completed.returncode == 0, completed.stderr
+    assert len(json.loads(completed.stdout)["classwise"]["F"]) == 3
+    assert f"3 classes, as {tmp_path / 'data' / 'dataset.json'} names them" in completed.stderr
+    completed = seld_cli("evaluate", "--ref", references, "--pred", predictions, "--json", "--classes", "13")
+    assert len(json.loads(completed.stdout)["classwise"]["F"]) == 13
