@@ -229,6 +229,10 @@ def synth_command(args) -> int:
             raise SeldError(f"{args.array}: a capsule {radius:.2f} m from the array centre; sources come as near as "
                             f"{settings.distance_range_m[0]:g} m, so capsules must be within {limit:.2f} m")
     mixtures = plan(args.minutes, args.duration, args.rooms)
+    if len(mixtures) < len(SPLITS):
+        log.warning("%d mixture(s) of %g s: all go to dev-train, none to dev-val and dev-test, so training has no "
+                    "validation and seld evaluate no test split; %d fill every split (--minutes %g, or a shorter "
+                    "--duration)", len(mixtures), args.duration, len(SPLITS), len(SPLITS) * args.duration / 60)
     check_writable(out)
 
     description = json.loads(json.dumps(
@@ -255,7 +259,7 @@ def synth_command(args) -> int:
 
     todo = [m for m in mixtures if not _finished(out, m, formats)]
     seconds_each = round(args.duration * len(formats))
-    print(f"seld synth: {len(mixtures)} mixtures of {args.duration:g} s per format ({', '.join(formats)}), "
+    print(f"seld synth: {len(mixtures)} mixture(s) of {args.duration:g} s per format ({', '.join(formats)}), "
           f"{len(mixtures) - len(todo)} already done, into {out}")
     job = {"out": str(out), "formats": formats, "settings": settings, "seed": args.seed, "classes": classes,
            "sounds": args.sounds, "procedural_share": share, "arrays": arrays}

@@ -146,7 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="accuracy: epochs per model")
     p.add_argument("--workdir", help="accuracy: folder for its data and runs (it resumes from there)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    for command in sub.choices.values():
+        command.formatter_class = _HelpWithDefaults
     return parser
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Each option's help ends with its default, where it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unsaid = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if action.option_strings and not unsaid and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -16,6 +16,10 @@ def test_help_describes_every_option(seld_cli):
         for action in subparser._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help, f"{command} {action.option_strings} has no help"
+    text = " ".join(seld_cli("synth", "--help").stdout.split())
+    for default in ("(default: 60.0)", "(default: 0)", "(default: 9)", "(default: both)"):
+        assert default in text  # a value left out is this
+    assert "(default: None)" not in text and "(default: False)" not in text
 
 
 def test_errors_are_one_line(seld_cli, tmp_path):

@@ -288,3 +288,13 @@ def test_a_full_disk_is_said_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(SeldError, match=r"scene\.wav: cannot write it \(no space left on the device\)$"):
         audio_module.write_audio(tmp_path / "scene.wav", np.zeros((4, 10), np.float32))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_too_few_mixtures_for_every_split_is_said(tmp_path, caplog):
+    assert cli(["synth", "--out", str(tmp_path / "data"), "--minutes", "0.1", "--duration", "3", "--rooms", "3",
+                "--classes", "bell", "--format", "foa"]) == 0
+    assert "2 mixture(s) of 3 s: all go to dev-train, none to dev-val and dev-test" in caplog.text
+    assert "3 fill every split (--minutes 0.15, or a shorter --duration)" in caplog.text
+    caplog.clear()
+    assert cli(["synth", "--out", str(tmp_path / "more"), *SMALL, "--classes", "bell", "--format", "foa"]) == 0
+    assert "fill every split" not in caplog.text
