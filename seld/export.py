@@ -197,18 +197,20 @@ def model_card(info: dict) -> str:
         "## Training",
         "",
         f"- data: `{info['training']['data']}`",
-        f"- preset: {info['training']['preset']}, epochs: {info['training']['epochs_trained']}, "
-        f"seed: {info['training']['seed']}",
+        f"- preset: {info['training']['preset']}, seed: {info['training']['seed']}",
         *([f"- started from the weights of `{info['training']['init_from']}` (init_from)"]
           if info["training"].get("init_from") else []),
-        *([f"- weights: the mean of epochs {', '.join(map(str, info['training']['averaged_epochs']))}"]
-          if "averaged_epochs" in info["training"] else []),
+        # epochs_trained: the epoch whose weights these are (best.pt's: the best one, not the run's count)
+        f"- weights: the mean of epochs {', '.join(map(str, info['training']['averaged_epochs']))}"
+        if "averaged_epochs" in info["training"] else f"- weights: those after epoch {info['training']['epochs_trained']}",
         "",
         "## Metrics (the best epoch, on the run's validation split: dev-val, else dev-test; DCASE 2024, macro)",
         "",
     ]
     lines += [f"- {key}: {value:.3f}" for key, value in metrics.items()
-              if isinstance(value, float) and key in _CARD_METRICS] or ["- none recorded"]
+              if isinstance(value, float) and key in _CARD_METRICS] or [
+        "- not measured: an average of epochs is no epoch; score it with `seld annotate` and `seld evaluate`"
+        if "averaged_epochs" in info["training"] else "- none recorded"]
     lines += [
         "",
         "## Limits",

@@ -25,7 +25,10 @@ def test_package_holds_everything(tiny_model_package):
 
     weights = load_file(tiny_model_package / "weights.safetensors")
     assert "normalization_mean" in weights and weights["normalization_std"].min() > 0
-    assert "Limits" in (tiny_model_package / "README.md").read_text()
+    card = (tiny_model_package / "README.md").read_text()
+    assert "Limits" in card
+    # exported from the run: best.pt's weights, said as their epoch (the card called it the epoch count)
+    assert f"- weights: those after epoch {info['training']['epochs_trained']}" in card and "epochs: " not in card
 
 
 def test_check_catches_a_graph_that_disagrees(tiny_run, tmp_path):
@@ -104,7 +107,8 @@ def test_several_checkpoints_export_as_their_average(tiny_run, tmp_path, seld_cl
     assert info["training"]["averaged_epochs"] == [later["epoch"], later["epoch"] + 1]
     assert info["training"]["epochs_trained"] == later["epoch"] + 1
     assert info["metrics"]["validation_best_epoch"] == {}  # no epoch's figures are the average's
-    assert "the mean of epochs" in (tmp_path / "soup" / "README.md").read_text()
+    card = (tmp_path / "soup" / "README.md").read_text()
+    assert "the mean of epochs" in card and "- not measured: an average of epochs is no epoch" in card
 
 
 def test_one_epoch_twice_exports_as_that_epoch(tiny_run, tmp_path, seld_cli):
