@@ -101,6 +101,8 @@ def _providers(device: str) -> list[str]:
     if device == "cuda":
         if "CUDAExecutionProvider" not in available:
             raise SeldError("--device cuda: this onnxruntime has no CUDA provider (install onnxruntime-gpu)")
+        if not _nvidia_gpu_present():  # ONNX Runtime would print its library errors, then run on the CPU
+            raise SeldError("--device cuda: no NVIDIA GPU found (no NVIDIA driver device); use --device auto or cpu")
         _load_cuda_libraries()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in available:
@@ -135,7 +137,8 @@ def _load_cuda_libraries() -> None:
 
 
 def _nvidia_gpu_present() -> bool:
-    return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
+    # /dev/dxg: WSL 2, whose GPUs have no /dev/nvidiactl
+    return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/dxg").exists()
 
 
 def cuda_provider(cuda_graph: bool = False) -> tuple[str, dict[str, str]]:

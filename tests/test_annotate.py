@@ -157,6 +157,10 @@ def test_cuda_libraries_of_the_pip_packages_are_loaded_once_before_cuda_is_asked
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     engine_module._load_cuda_libraries.cache_clear()
+    monkeypatch.setattr(engine_module, "_nvidia_gpu_present", lambda: False)
+    with pytest.raises(SeldError, match="--device cuda: no NVIDIA GPU found"):  # not ONNX Runtime's errors, then CPU
+        engine_module._providers("cuda")
+    monkeypatch.setattr(engine_module, "_nvidia_gpu_present", lambda: True)
     assert engine_module._providers("cpu") == ["CPUExecutionProvider"] and calls == []
     assert engine_module._providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert engine_module._providers("cuda") and calls == [1]
