@@ -265,6 +265,9 @@ def convert_tau_nigens(src: str | Path, dst: str | Path, link: bool | str = True
     Writes ``DST/dataset.json`` with the classes, splits and source.
     """
     src, dst = Path(src).absolute(), Path(dst).absolute()
+    if (src / "dataset.json").is_file():  # made by seld synth or by this converter: its folds are not TAU-NIGENS's
+        raise SeldError(f"{src}: a dataset laid out for seld already (it has a dataset.json); "
+                        f"train on it as it is: seld train --data {src}")
     mode = _link_mode(link)
     year, recordings = _scan(src, year)
     _check(recordings, year)
@@ -313,14 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = convert_tau_nigens(args.src, args.dst, args.link or "symlink", args.year)
     except SeldError as error:
-        print(f"seld convert: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
     counts = result.counts()
     summary = "; ".join(f"{split}: " + ", ".join(f"{n} {f}" for f, n in row.items()) for split, row in counts.items())
-    print(f"seld convert: {TAU_NIGENS[result.year]['title']}, {len(result.recordings)} recordings ({summary}) "
+    print(f"{parser.prog}: {TAU_NIGENS[result.year]['title']}, {len(result.recordings)} recordings ({summary}) "
           f"in {result.root} ({result.linked} files placed, {result.kept} already there)")
     classes = ",".join(TAU_NIGENS[result.year]["classes"])
-    print(f"seld convert: train with: seld train --data {result.root} classes={classes} model.distance=false")
+    print(f"{parser.prog}: train with: seld train --data {result.root} classes={classes} model.distance=false")
     return 0
 
 

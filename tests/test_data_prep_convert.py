@@ -129,6 +129,9 @@ def _break(case: str, tmp_path: Path) -> tuple[Path, Path, list[str], str]:
         write_scene(src, "dev-train-sony", "fold3_room21_mix001", "foa", [(0, 10, 0, 1.0, 0.1, 0.5)], seconds=1)
         (src / "metadata_dev").mkdir(exist_ok=True)
         expected = "needs no conversion"
+    elif case == "converted_already":  # the converter's own output given as the download
+        assert main([str(src), str(tmp_path / "done")]) == 0
+        src, expected = tmp_path / "done", "laid out for seld already"
     elif case == "no_metadata_folder":
         for csv in (src / "metadata_dev").iterdir():
             csv.unlink()
@@ -148,13 +151,13 @@ def _break(case: str, tmp_path: Path) -> tuple[Path, Path, list[str], str]:
 
 @pytest.mark.parametrize("case", ["no_metadata", "unknown_fold", "bad_name", "sample_rate", "unreadable_audio",
                                   "bad_metadata", "class_out_of_range", "wrong_year", "starss23",
-                                  "no_metadata_folder", "unwritable", "occupied"])
+                                  "no_metadata_folder", "unwritable", "occupied", "converted_already"])
 def test_bad_downloads_are_one_clear_line_before_anything_is_written(case, tmp_path, capsys):
     src, dst, extra, expected = _break(case, tmp_path)
     before = sorted(dst.rglob("*")) if dst.exists() else None
     assert main([str(src), str(dst), *extra]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "error" in err and expected in err, err
+    assert len(err.splitlines()) == 1 and err.startswith("python -m seld.data_prep.convert: error: ") and expected in err, err
     if case != "occupied":
         assert (sorted(dst.rglob("*")) if dst.exists() else None) == before
     assert not (dst / "dataset.json").exists()
