@@ -174,20 +174,21 @@ class _Bar:
         self.total_h = seconds / 3600
         self.bar = tqdm(total=max(seconds, 1e-9), desc="annotate", file=sys.stderr, dynamic_ncols=True,
                         disable=disable,
-                        bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
         # Log lines while the bar shows (a truncated file's warning) printed above it, not into it.
         self.logs = contextlib.nullcontext() if disable else logging_redirect_tqdm(tqdm_class=tqdm)
         self.logs.__enter__()
-        self._postfix()
+        self._describe()
 
-    def _postfix(self, coming_s: float = 0.0) -> None:  # `coming_s`: the update about to be shown
-        self.bar.set_postfix_str(f"{self.done}/{self.files} files, {(self.bar.n + coming_s) / 3600:.2f}/"
-                                 f"{self.total_h:.2f} h", refresh=False)
+    def _describe(self, coming_s: float = 0.0) -> None:  # `coming_s`: the update about to be shown
+        # In the description: tqdm puts ", " before a postfix, after the bar.
+        self.bar.set_description_str(f"annotate {self.done}/{self.files} files, {(self.bar.n + coming_s) / 3600:.2f}/"
+                                     f"{self.total_h:.2f} h", refresh=False)
 
     def advance(self, seconds: float, files: int = 0) -> None:
         self.done += files
         seconds = min(seconds, self.bar.total - self.bar.n)  # float sums of the files' parts may pass the total
-        self._postfix(seconds)
+        self._describe(seconds)
         self.bar.update(seconds)
 
     def write(self, text: str) -> None:

@@ -109,10 +109,15 @@ def _providers(device: str) -> list[str]:
         return ["CPUExecutionProvider"]
     if not _nvidia_gpu_present():
         # Asking for CUDA without a GPU makes ONNX Runtime print library errors before falling back.
-        log.info("no NVIDIA GPU found: ONNX Runtime is not asked for CUDA, the graphs run on the CPU")
+        _say_once("no NVIDIA GPU found: ONNX Runtime is not asked for CUDA, the graphs run on the CPU")
         return ["CPUExecutionProvider"]
     _load_cuda_libraries()
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@functools.cache  # once a process (--streaming made a session, and said it, per file)
+def _say_once(message: str) -> None:
+    log.info(message)
 
 
 @functools.cache  # once a process

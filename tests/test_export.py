@@ -184,8 +184,14 @@ def test_stream_equals_offline_for_any_block_size(tiny_model_package):
 
 
 def test_engine_reports_the_provider_it_got(tiny_model_package, caplog):
+    import seld.engine
+
+    seld.engine._say_once.cache_clear()  # said once a process: maybe by an earlier test
     with caplog.at_level(logging.INFO, logger="seld.engine"):
         engine = Engine(tiny_model_package, device="auto")
+    with caplog.at_level(logging.INFO, logger="seld.engine"):
+        Engine(tiny_model_package, device="auto")
+    assert caplog.text.count("no NVIDIA GPU found") in (0, 1)  # once a process, not once a session
     assert engine.providers[-1] == "CPUExecutionProvider"
     if "CUDAExecutionProvider" not in engine.providers:  # said either way, never silently
         assert ("CUDA was asked for but ONNX Runtime runs it on CPUExecutionProvider" in caplog.text
