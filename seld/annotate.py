@@ -308,7 +308,7 @@ def _annotate_all(engine: Engine, files: list[_Progress], readers: int, bar: _Ba
     advances within long files too."""
     with ThreadPoolExecutor(max(readers, 1), thread_name_prefix="seld-read") as pool:
         sources = ((progress, _prefetched(_blocks(engine, progress), pool, progress)) for progress in files)
-        for progress, outputs, done in engine.outputs_of_many(sources):
+        for progress, outputs, done in engine.outputs_of_many(sources, loops=len(files)):
             if isinstance(outputs, SeldError):
                 if progress.outputs is not None:
                     progress.outputs.discard()

@@ -220,6 +220,62 @@ def test_many_signals_per_call_equal_one_at_a_time(tiny_model_package):
         assert np.abs(np.concatenate(pieces[index]) - expected).max() < 1e-5
 
 
+def test_a_lone_loop_reading_ahead_in_a_helper_thread_gives_what_the_plain_loop_gives(tiny_model_package,
+                                                                                       monkeypatch):
+    """One loop on a CPU of 2 cores or more prepares the next call in a helper thread: the same
+    outputs, pieces and order as the plain loop; a signal that fails midway fails alone."""
+    import seld.engine
+
+    engine = Engine(tiny_model_package, device="cpu")
+    rng = np.random.default_rng(3)
+    signals = [(0.1 * rng.standard_normal((4, int(24_000 * seconds)))).astype(np.float32)
+               for seconds in (3.05, 70.0, 2.0, 0.04, 5.0)]  # 2.0 s: ends on a chunk boundary
+
+    readers = set()
+
+    def blocks(index):
+        readers.add(threading.current_thread().name)
+        if index == 4:  # fails after its first 3 s
+            yield signals[index][:, :72_000]
+            raise SeldError("signal 4: broken")
+        yield from np.array_split(signals[index], 3, axis=1)
+
+    def run() -> list:
+        return [(key, outputs if isinstance(outputs, SeldError) else outputs.copy(), done)
+                for key, outputs, done in engine.outputs_of_many(((i, blocks(i)) for i in range(5)), loops=1)]
+
+    monkeypatch.setattr(seld.engine.os, "cpu_count", lambda: 2)
+    engine.stream_session = recording = _RecordingSession(engine.stream_session)
+    ahead = run()
+    assert {loop for loop, _ in recording.calls} == {threading.current_thread().name}
+    assert readers == {"seld-engine-prepare"}
+    monkeypatch.setattr(seld.engine.os, "cpu_count", lambda: 1)
+    readers.clear()
+    plain = run()
+    assert readers == {threading.current_thread().name}
+    assert [(key, done) for key, _, done in ahead] == [(key, done) for key, _, done in plain]
+    for (_, got, _), (_, want, _) in zip(ahead, plain):
+        if isinstance(want, SeldError):
+            assert str(got) == str(want) == "signal 4: broken"
+        else:
+            assert np.array_equal(got, want)
+    assert sum(len(out) for key, out, _ in ahead if key == 1) == 700
+
+    monkeypatch.setattr(seld.engine.os, "cpu_count", lambda: 2)
+    stopped = engine.outputs_of_many(((i, blocks(i)) for i in range(5)), loops=1)
+    next(stopped)
+    stopped.close()  # the caller stops early: the helper thread ends too
+    assert not [t for t in threading.enumerate() if t.name == "seld-engine-prepare"]
+
+    def broken():
+        yield signals[0]
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        list(engine.outputs_of_many([(0, broken())], loops=1))
+    assert not [t for t in threading.enumerate() if t.name == "seld-engine-prepare"]
+
+
 class _RecordingSession:
     """stream.onnx's session, noting which engine loop (thread) ran each call and its batch rows."""
 
