@@ -320,3 +320,15 @@ def test_the_class_count_comes_from_the_datasets_own_description(seld_cli, tmp_p
     assert f"3 classes, as {tmp_path / 'data' / 'dataset.json'} names them" in completed.stderr
     completed = seld_cli("evaluate", "--ref", references, "--pred", predictions, "--json", "--classes", "13")
     assert len(json.loads(completed.stdout)["classwise"]["F"]) == 13
+
+
+def test_folders_given_the_other_way_round_are_warned_of(seld_cli, tmp_path):
+    references, predictions = tmp_path / "ref", tmp_path / "pred"
+    references.mkdir()
+    predictions.mkdir()
+    (references / "mix.csv").write_text("".join(f"{frame},1,0,30,10,150\n" for frame in range(20)))
+    (predictions / "mix.csv").write_text("".join(f"{frame},1,0,31,10,1.5\n" for frame in range(20)))
+    right = seld_cli("evaluate", "--ref", references, "--pred", predictions)
+    assert right.returncode == 0 and "warning" not in right.stderr
+    swapped = seld_cli("evaluate", "--ref", predictions, "--pred", references)
+    assert f"are --ref {predictions} and --pred {references} the other way round?" in swapped.stderr
