@@ -38,7 +38,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import scipy.fft
@@ -369,138 +369,71 @@ class Engine:
 
     def _run_lanes(self, pool: "_LanePool"):
         """One loop of `outputs_of_many`: takes signals from `pool`, runs one chunk of each in one
-        stream.onnx call (a batch row each), gives them back."""
+        stream.onnx call (a batch row each), gives them back. A lone loop with a core to spare
+        (one file, or one signal, on a CPU of 2 cores or more) has a helper thread read and
+        transform the chunks of the next call while ONNX Runtime runs this one (one 20-minute file
+        on the 2-core VM: 4.4 against 6.3 s per hour of audio, the other core idle)."""
         if not self.causal:
             yield from self._run_whole_signals(pool.next_source)
             return
-        if pool.loops == 1 and self.providers == ["CPUExecutionProvider"] and (os.cpu_count() or 1) > 1:
-            yield from self._run_lanes_pipelined(pool)
-            return
-        chunk = pool.chunk
-        host = None  # buffers for `lanes` rows, reused call after call (a smaller batch uses the first rows)
+        ahead = pool.loops == 1 and self.providers == ["CPUExecutionProvider"] and (os.cpu_count() or 1) > 1
+        # Buffers for `lanes` rows, reused call after call; read ahead, the helper fills one while
+        # a call waits for its turn and another runs.
+        hosts = [_HostFrames(self.spectrum, self.lanes, self.num_channels, pool.chunk) for _ in range(3 if ahead else 1)]
+        steps = self._prepared_calls(pool, hosts)
+        for kind, lanes, work in _made_ahead(steps, pool.close) if ahead else steps:
+            if kind == "failed":
+                yield lanes.key, work, True
+                continue
+            if kind == "ended":  # on a chunk boundary
+                yield lanes.key, lanes.take_outputs(), True
+                continue
+            real, imag, valid = work
+            states = np.stack([lane.state for lane in lanes]) if len(lanes) > 1 else lanes[0].state[None]
+            outputs, states = self.stream_session.run(["outputs", "state_out"],
+                                                      {"real": real, "imag": imag, "state": states})
+            for row, lane in enumerate(lanes):
+                lane.state = states[row]
+                lane.outputs.append(outputs[row, : -(-valid[row] // self.label_hop)])
+                lane.frames += len(lane.outputs[-1])
+                if valid[row] < pool.chunk:  # its signal ended in this chunk
+                    yield lane.key, lane.take_outputs(), True
+                elif lane.frames >= DECODE_FRAMES:
+                    yield lane.key, lane.take_outputs(), False
+
+    def _prepared_calls(self, pool: "_LanePool", hosts: list["_HostFrames"]):
+        """A loop's work before the graph, in order: ("failed", lane, error), ("ended", lane, None),
+        or ("call", lanes, (real, imag, valid samples of each)), each chunk read and transformed. The
+        lanes go back to `pool` when this resumes: after their call has run, when run in the loop's
+        thread; read ahead, at once (a lone loop: its calls still run in order). Reading and the
+        spectrum states are this side's; model states and outputs the caller's."""
+        turn = 0
         while (taken := pool.take()) is not None:
             lanes, closed = [], 0
             for lane in taken:
                 try:
                     lane.read()
                 except SeldError as error:
-                    yield lane.key, error, True
                     closed += 1
+                    yield "failed", lane, error
                     continue
-                if lane.valid == 0:  # ended on a chunk boundary
-                    yield lane.key, lane.take_outputs(), True
+                if lane.valid == 0:
                     closed += 1
+                    yield "ended", lane, None
                     continue
                 lanes.append(lane)
-            still = []
             if lanes:
-                batch = len(lanes)
-                host = host or _HostFrames(self.spectrum, self.lanes, self.num_channels, chunk)
+                host = hosts[turn % len(hosts)]
+                turn += 1
                 for row, lane in enumerate(lanes):
                     host.set_row(row, lane.spectrum_state, lane.chunk)
-                real, imag = host.transform(batch)
-                states = np.stack([lane.state for lane in lanes]) if batch > 1 else lanes[0].state[None]
-                outputs, states = self.stream_session.run(["outputs", "state_out"],
-                                                          {"real": real, "imag": imag, "state": states})
+                real, imag = host.transform(len(lanes))
                 for row, lane in enumerate(lanes):
-                    lane.state, lane.spectrum_state = states[row], host.state(row)
-                    lane.outputs.append(outputs[row, : -(-lane.valid // self.label_hop)])
-                    lane.frames += len(lane.outputs[-1])
-                    if lane.valid < chunk:  # its signal ended in this chunk
-                        yield lane.key, lane.take_outputs(), True
-                        closed += 1
-                        continue
-                    lane.valid = 0
-                    if lane.frames >= DECODE_FRAMES:
-                        yield lane.key, lane.take_outputs(), False
-                    still.append(lane)
-            pool.give_back(still, closed)
-
-    def _run_lanes_pipelined(self, pool: "_LanePool"):
-        """`_run_lanes` for a lone loop with a core to spare (one file, or one signal, on a CPU of
-        2 cores or more): a helper thread reads and transforms the chunks of the next call while ONNX
-        Runtime runs this call (one 20-minute file on the 2-core VM: 4.4 against 6.3 s per hour of
-        audio, the other core idle). The helper owns the reading and the spectrum states, this thread
-        the model states and outputs; they pass each other calls, in order, through a queue."""
-        calls: queue.Queue = queue.Queue(maxsize=1)
-        stop = threading.Event()
-        # Three buffers: the helper fills one while a call waits in the queue and another runs.
-        hosts = [_HostFrames(self.spectrum, self.lanes, self.num_channels, pool.chunk) for _ in range(3)]
-
-        def hand_over(item) -> bool:
-            while not stop.is_set():
-                try:
-                    calls.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    pass
-            return False
-
-        def prepare() -> None:
-            turn = 0
-            try:
-                while (taken := pool.take()) is not None:
-                    lanes, closed = [], 0
-                    for lane in taken:
-                        try:
-                            lane.read()
-                        except SeldError as error:
-                            closed += 1
-                            if not hand_over(("failed", lane, error)):
-                                return
-                            continue
-                        if lane.valid == 0:  # ended on a chunk boundary
-                            closed += 1
-                            if not hand_over(("ended", lane, None)):
-                                return
-                            continue
-                        lanes.append(lane)
-                    if lanes:
-                        host = hosts[turn % 3]
-                        turn += 1
-                        for row, lane in enumerate(lanes):
-                            host.set_row(row, lane.spectrum_state, lane.chunk)
-                        real, imag = host.transform(len(lanes))
-                        for row, lane in enumerate(lanes):
-                            lane.spectrum_state = host.state(row)
-                        valid = [lane.valid for lane in lanes]
-                        closed += sum(size < pool.chunk for size in valid)
-                        if not hand_over(("call", lanes, (real, imag, valid))):
-                            return
-                    pool.give_back([lane for lane in lanes if lane.valid == pool.chunk], closed)
-                hand_over(None)
-            except BaseException as error:  # handed to this generator's thread and raised there
-                hand_over(_Crash(error))
-
-        helper = threading.Thread(target=prepare, name="seld-engine-prepare", daemon=True)
-        helper.start()
-        try:
-            while (item := calls.get()) is not None:
-                if isinstance(item, _Crash):
-                    raise item.error
-                kind, lanes, work = item
-                if kind == "failed":
-                    yield lanes.key, work, True
-                    continue
-                if kind == "ended":
-                    yield lanes.key, lanes.take_outputs(), True
-                    continue
-                real, imag, valid = work
-                states = np.stack([lane.state for lane in lanes]) if len(lanes) > 1 else lanes[0].state[None]
-                outputs, states = self.stream_session.run(["outputs", "state_out"],
-                                                          {"real": real, "imag": imag, "state": states})
-                for row, lane in enumerate(lanes):
-                    lane.state = states[row]
-                    lane.outputs.append(outputs[row, : -(-valid[row] // self.label_hop)])
-                    lane.frames += len(lane.outputs[-1])
-                    if valid[row] < pool.chunk:  # its signal ended in this chunk
-                        yield lane.key, lane.take_outputs(), True
-                    elif lane.frames >= DECODE_FRAMES:
-                        yield lane.key, lane.take_outputs(), False
-        finally:
-            stop.set()
-            pool.close()
-            helper.join()
+                    lane.spectrum_state = host.state(row)
+                valid = [lane.valid for lane in lanes]
+                closed += sum(size < pool.chunk for size in valid)
+                yield "call", lanes, (real, imag, valid)
+            pool.give_back([lane for lane in lanes if lane.valid == pool.chunk], closed)
 
     def _run_whole_signals(self, next_source):
         logged = False
@@ -596,6 +529,46 @@ class Engine:
 @dataclass
 class _Crash:
     error: BaseException
+
+
+def _made_ahead(items: Iterator, close: Callable[[], None]) -> Iterator:
+    """`items`, each made by a helper thread while the one before is used. Its errors are raised
+    here; when this stops early, `close` is called (to end a wait inside `items`) and the helper
+    is joined."""
+    made: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    finished = object()
+
+    def make() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        made.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            made.put(finished)
+        except BaseException as error:  # raised in the caller's thread
+            made.put(_Crash(error))
+
+    helper = threading.Thread(target=make, name="seld-engine-ahead", daemon=True)
+    helper.start()
+    try:
+        while (item := made.get()) is not finished:
+            if isinstance(item, _Crash):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        close()
+        while helper.is_alive():
+            try:
+                made.get(timeout=0.1)
+            except queue.Empty:
+                pass
 
 
 class _LanePool:

@@ -248,7 +248,7 @@ def test_a_lone_loop_reading_ahead_in_a_helper_thread_gives_what_the_plain_loop_
     engine.stream_session = recording = _RecordingSession(engine.stream_session)
     ahead = run()
     assert {loop for loop, _ in recording.calls} == {threading.current_thread().name}
-    assert readers == {"seld-engine-prepare"}
+    assert readers == {"seld-engine-ahead"}
     monkeypatch.setattr(seld.engine.os, "cpu_count", lambda: 1)
     readers.clear()
     plain = run()
@@ -265,7 +265,7 @@ def test_a_lone_loop_reading_ahead_in_a_helper_thread_gives_what_the_plain_loop_
     stopped = engine.outputs_of_many(((i, blocks(i)) for i in range(5)), loops=1)
     next(stopped)
     stopped.close()  # the caller stops early: the helper thread ends too
-    assert not [t for t in threading.enumerate() if t.name == "seld-engine-prepare"]
+    assert not [t for t in threading.enumerate() if t.name == "seld-engine-ahead"]
 
     def broken():
         yield signals[0]
@@ -273,7 +273,7 @@ def test_a_lone_loop_reading_ahead_in_a_helper_thread_gives_what_the_plain_loop_
 
     with pytest.raises(ValueError, match="a bug"):
         list(engine.outputs_of_many([(0, broken())], loops=1))
-    assert not [t for t in threading.enumerate() if t.name == "seld-engine-prepare"]
+    assert not [t for t in threading.enumerate() if t.name == "seld-engine-ahead"]
 
 
 class _RecordingSession:
