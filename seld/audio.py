@@ -131,7 +131,8 @@ def audio_info(path: str | Path) -> tuple[int, int, int]:
 def read_audio(
     path: str | Path, sample_rate: int | None = SAMPLE_RATE, channels: int | None = None
 ) -> tuple[np.ndarray, int]:
-    """The whole file as float32 [channels, samples] at `sample_rate` (None keeps the file's)."""
+    """(audio, rate): the whole file as float32 [channels, samples] at `sample_rate` (None: the
+    file's own rate, returned as `rate`)."""
     blocks = list(iter_audio_blocks(path, sample_rate=sample_rate, channels=channels, block_samples=1 << 20))
     audio = np.concatenate(blocks, axis=1)
     return audio, sample_rate or audio_info(path)[0]
@@ -146,6 +147,8 @@ def iter_audio_blocks(
     """Yield float32 [channels, n] blocks at `sample_rate`, resampled block-wise so that the
     concatenation equals resampling the whole file. Errors name the file."""
     path = Path(path)
+    if block_samples < 1:
+        raise ValueError(f"block_samples must be at least 1, not {block_samples}")
     handle = _open(path)
     with handle:
         _check_channels(path, handle.channels, channels)
@@ -232,6 +235,9 @@ class StreamingResampler:
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:
     """Write [channels, samples] whole-or-nothing: a temporary file in the same folder, then rename."""
     path = Path(path)
+    audio = np.asarray(audio)
+    if audio.ndim != 2 or audio.shape[0] > 256:  # [samples, channels] had libsndfile say "Format not recognised"
+        raise SeldError(f"{path}: audio of shape {list(audio.shape)}: write_audio takes [channels, samples]")
     try:
         with atomic_path(path) as temporary:
             soundfile.write(temporary, np.asarray(audio).T, sample_rate, subtype=subtype, format=_format_of(path))

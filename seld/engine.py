@@ -224,6 +224,10 @@ class Engine:
         the machine's), as `parallel` loops over the signals at once, each on cores / parallel ONNX
         Runtime threads (default: one loop per core, one thread each; on a GPU one loop of large
         batches per two cores)."""
+        if device not in ("auto", "cpu", "cuda"):
+            raise SeldError(f"device {device!r}: expected 'auto', 'cpu' or 'cuda'")
+        if purpose not in ("batch", "stream"):
+            raise SeldError(f"purpose {purpose!r}: expected 'batch' or 'stream'")
         self.info = ModelInfo.load(model_dir)
         data = self.info.data
         self.model_dir = self.info.folder
@@ -520,9 +524,29 @@ class Engine:
         return Stream(self, chunk_frames, keep_events)
 
     def _check(self, audio: np.ndarray) -> np.ndarray:
-        audio = np.asarray(audio, dtype=np.float32)
+        """`audio` as float32 [channels, samples]: float arrays as they are, integer ones scaled to
+        [-1, 1) as audio files' integers are (int16 by 2^-15); anything else, a wrong shape, NaN or
+        infinite samples: a SeldError."""
+        given = audio
+        try:
+            audio = np.asarray(audio)
+        except ValueError:  # ragged lists
+            audio = np.asarray(None)
+        kind = audio.dtype.kind
+        if kind not in "fiu":
+            what = f"{audio.dtype} samples" if isinstance(given, np.ndarray) else f"a {type(given).__name__}"
+            raise SeldError(f"audio given as {what}: the model needs a float array [{self.num_channels}, samples]")
         if audio.ndim != 2 or audio.shape[0] != self.num_channels:
             raise SeldError(f"audio of shape {list(audio.shape)}: the model needs [{self.num_channels}, samples]")
+        if kind in "iu":  # as libsndfile reads integer files
+            info = np.iinfo(audio.dtype)
+            middle = 0 if kind == "i" else (info.max + 1) // 2
+            return ((audio - middle) * np.float32(1.0 / (info.max - middle + 1))).astype(np.float32)
+        audio = np.asarray(audio, dtype=np.float32)
+        # One summing pass finds any NaN or infinity (it propagates); only then the exact search.
+        if not np.isfinite(np.add.reduce(audio, axis=None)) and not np.isfinite(audio).all():
+            where = int(np.argmax(~np.isfinite(audio).all(axis=0)))
+            raise SeldError(f"audio: NaN or infinite samples (first at sample {where})")
         return audio
 
 
@@ -839,7 +863,9 @@ class Stream:
     def take_events(self) -> list[dict]:
         """The events that ended since the last call (all of them after `flush`), with
         `keep_events`: the `events` of NAME.json, unsorted."""
-        events, self.events = self.events or [], [] if self.events is not None else None
+        if self.events is None:  # without keep_events no event is kept: [] every time would say "none ended"
+            raise SeldError("take_events() needs a stream made with Engine.stream(keep_events=True)")
+        events, self.events = self.events, []
         return events
 
     def _run(self, chunk: np.ndarray) -> list[Frame]:

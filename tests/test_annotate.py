@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 
 import numpy as np
@@ -274,6 +275,36 @@ def test_a_lone_loop_reading_ahead_in_a_helper_thread_gives_what_the_plain_loop_
     with pytest.raises(ValueError, match="a bug"):
         list(engine.outputs_of_many([(0, broken())], loops=1))
     assert not [t for t in threading.enumerate() if t.name == "seld-engine-ahead"]
+
+
+def test_what_the_engine_takes_as_audio(tiny_model_package):
+    """Integer arrays are scaled as audio files' integers are (an int16 array ran unscaled: 15
+    detections where its float audio had 3); anything else that is no float audio, a wrong shape,
+    NaN or infinite samples, an unknown device or purpose: a SeldError saying so."""
+    engine = Engine(tiny_model_package, device="cpu")
+    audio = (0.1 * np.random.default_rng(5).standard_normal((4, 24_000 * 3))).astype(np.float32)
+    expected = np.concatenate(list(engine.outputs(audio)))
+    as_int16 = np.round(audio * 32768).clip(-32768, 32767).astype(np.int16)
+    assert np.abs(np.concatenate(list(engine.outputs(as_int16))) - expected).max() < 1e-3
+    stream = engine.stream(keep_events=True)
+    frames = stream.push(as_int16) + stream.flush()
+    assert len(frames) == 30 and stream.take_events() is not None
+    for bad, said in ((iter([audio]), "audio given as a list_iterator"), ("x.wav", "audio given as a str"),
+                      ([audio[:, :10], audio[:, :20]], "audio given as a list"),
+                      (audio.astype(complex), "audio given as complex128 samples"),
+                      (audio > 0, "audio given as bool samples"), (audio.T, "audio of shape [72000, 4]")):
+        with pytest.raises(SeldError, match=re.escape(said)):
+            list(engine.outputs(bad))
+    broken = audio.copy()
+    broken[2, 1000] = np.inf
+    with pytest.raises(SeldError, match="NaN or infinite samples .first at sample 1000."):
+        engine.stream().push(broken)
+    with pytest.raises(SeldError, match="take_events.. needs a stream made with Engine.stream.keep_events=True."):
+        engine.stream().take_events()
+    with pytest.raises(SeldError, match="device 'CPU': expected 'auto', 'cpu' or 'cuda'"):
+        Engine(tiny_model_package, device="CPU")
+    with pytest.raises(SeldError, match="purpose 'live'"):
+        Engine(tiny_model_package, purpose="live")
 
 
 class _RecordingSession:

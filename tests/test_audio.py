@@ -155,3 +155,12 @@ def test_nan_samples(tmp_path):
 
 def test_folder_instead_of_file(tmp_path):
     expect_error(tmp_path, "is a folder")
+
+
+def test_write_audio_wants_channels_first_and_blocks_need_a_size(tmp_path):
+    with pytest.raises(SeldError, match=r"audio of shape \[24000, 4\]: write_audio takes \[channels, samples\]"):
+        write_audio(tmp_path / "x.wav", np.zeros((24_000, 4), np.float32))
+    assert not list(tmp_path.iterdir())
+    write_audio(tmp_path / "x.wav", np.zeros((4, 2400), np.float32))
+    with pytest.raises(ValueError, match="block_samples must be at least 1"):
+        next(iter_audio_blocks(tmp_path / "x.wav", block_samples=0))
