@@ -1,6 +1,6 @@
 """Public SELD dataset layouts, as downloaded, laid out the way `seld train --data` reads them.
 
-Our layout (DESIGN.md): ``ROOT/{foa,mic}_dev/<split>/<name>.wav`` beside
+Our layout (README, Conventions): ``ROOT/{foa,mic}_dev/<split>/<name>.wav`` beside
 ``ROOT/metadata_dev/<split>/<name>.csv``; `seld train` trains on the splits whose name
 starts with ``dev-train`` and validates on ``dev-val*`` (else ``dev-test*``).
 

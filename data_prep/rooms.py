@@ -119,7 +119,7 @@ def _material_absorption(name: str) -> np.ndarray:
 
 
 def random_room(rng: np.random.Generator, max_order: int = 3) -> RoomSpec:
-    """A shoebox room in the DESIGN ranges whose mid-band RT60 (500-1000 Hz) falls in
+    """A shoebox room in DIMENSION_RANGES whose mid-band RT60 (500-1000 Hz) falls in
     0.2-1.5 s as its size and materials give it; redrawn until it does."""
     for _ in range(1000):
         dims = tuple(round(float(rng.uniform(lo, hi)), 2) for lo, hi in DIMENSION_RANGES)

@@ -1,6 +1,6 @@
 """`seld synth`: a DCASE-layout dataset of synthetic spatial scenes.
 
-Layout (DESIGN.md): ``OUT/foa_dev/<split>/<name>.wav``, ``OUT/mic_dev/<split>/<name>.wav``,
+Layout (README, Conventions): ``OUT/foa_dev/<split>/<name>.wav``, ``OUT/mic_dev/<split>/<name>.wav``,
 ``OUT/metadata_dev/<split>/<name>.csv``, splits ``dev-train``, ``dev-val``, ``dev-test``
 (folds 1, 2, 3; rooms never shared between splits), names ``fold<F>_room<R>_mix<NNN>``,
 and ``OUT/dataset.json`` with the seed, classes, rooms, arrays and settings.

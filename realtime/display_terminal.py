@@ -112,7 +112,7 @@ class TerminalView:
 
 
 class JsonLines:
-    """One DESIGN.md frame object per label frame on stdout, flushed, for piping."""
+    """One frame object (README, Outputs) per label frame on stdout, flushed, for piping."""
 
     def __init__(self, out: TextIO | None = None):
         self.out = out or sys.stdout

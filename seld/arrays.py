@@ -2,7 +2,7 @@
 
 An array file is JSON: ``{"name", "kind": "mic"|"foa", "capsules_m": [[x, y, z], ...],
 "rigid_sphere_radius_m": float|null}``; channel i is capsule i. Coordinates follow
-DESIGN.md: x front, y left, z up, metres.
+Coordinates: x front, y left, z up, metres (README, Conventions).
 """
 
 from __future__ import annotations

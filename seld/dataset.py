@@ -1,6 +1,6 @@
 """Training data: audio crops from a DCASE-layout dataset and their targets.
 
-Layout (DESIGN.md): ROOT/{foa,mic}_dev/<split>/<name>.wav beside
+Layout (README, Conventions): ROOT/{foa,mic}_dev/<split>/<name>.wav beside
 ROOT/metadata_dev/<split>/<name>.csv. Crops are whole label frames, read straight
 from the WAV (no feature dumps); features are computed on the device by the network.
 Every random choice of an epoch comes from (seed, epoch), so a run resumed at an

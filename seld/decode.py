@@ -79,7 +79,7 @@ class Detection(NamedTuple):
 
 
 def vector_to_angles(x, y, z):
-    """Cartesian -> (azimuth, elevation) in degrees (DCASE convention, see DESIGN.md)."""
+    """Cartesian -> (azimuth, elevation) in degrees (DCASE convention: azimuth counter-clockwise from the front, elevation up)."""
     azimuth = np.degrees(np.arctan2(y, x))
     elevation = np.degrees(np.arctan2(z, np.hypot(x, y)))
     return azimuth, elevation
@@ -336,7 +336,7 @@ def _by_frame(detections: Iterable[Detection]):
 
 def track_events(detections: Iterable[Detection], class_names: Sequence[str] | None = None,
                  hop_s: float = LABEL_HOP_S, max_step_deg: float = 30.0, max_gap_frames: int = 2) -> list[dict]:
-    """The ``events`` list of ``NAME.json`` (DESIGN.md) for a whole file, sorted by onset."""
+    """The ``events`` list of ``NAME.json`` (README, Outputs) for a whole file, sorted by onset."""
     tracker = EventTracker(max_step_deg, max_gap_frames, hop_s, class_names)
     events = []
     for frame, batch in _by_frame(detections):
@@ -357,7 +357,7 @@ def assign_tracks(detections: Iterable[Detection], max_step_deg: float = 30.0,
 
 def frame_json(frame: int, detections: Sequence[Detection], class_names: Sequence[str] | None = None,
                hop_s: float = LABEL_HOP_S) -> dict:
-    """One ``seld live --json`` frame object (DESIGN.md) from a frame's tracked detections."""
+    """One ``seld live --json`` frame object (README, Outputs) from a frame's tracked detections."""
     return {
         "frame": frame,
         "time_s": round(frame * hop_s, 6),

@@ -1,8 +1,8 @@
-"""`seld export`: a trained run -> a model package (DESIGN.md) that checks itself; or a package
+"""`seld export`: a trained run -> a model package (README, Outputs) that checks itself; or a package
 re-exported: its graphs made again by this seld (a faster graph, the same weights).
 
 Both graphs begin at the STFT spectrum (real and imaginary parts), which the engine
-computes on the host with the training framing: DESIGN.md's prototype measured a host
+computes on the host with the training framing: the design's prototype measured a host
 rFFT feeding a spectrum-input graph at ~490x real time in batch against ~380x with a
 dense DFT inside the graph, and `seld bench annotate` measures both for this model.
 The features, the normalization and the CRNN are inside both graphs.
@@ -61,7 +61,7 @@ class _StreamGraph(torch.nn.Module):
 
 def _export(module: torch.nn.Module, inputs: tuple, path: Path, input_names: list[str], output_names: list[str],
             dynamic_axes: dict) -> None:
-    # The TorchScript-based exporter: DESIGN.md records that the dynamo exporter fails on
+    # The TorchScript-based exporter: the dynamo exporter fails on
     # this GRU with a dynamic length, while this one keeps batch and time dynamic.
     with warnings.catch_warnings():  # tracer chatter about shapes that the checks below verify
         warnings.simplefilter("ignore")

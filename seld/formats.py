@@ -5,7 +5,7 @@ active event per 100 ms label frame, with the direction in degrees (azimuth 0 at
 the front, counter-clockwise positive; elevation positive up) and the distance in
 **metres** (or ``None`` when the file has no distance column).
 
-On disk (DESIGN.md, "Conventions"):
+On disk (README, Conventions and Outputs):
 
 ==========  ==========================================  =================================
 columns     reference (metadata)                        prediction

@@ -1,10 +1,10 @@
 """The front ends' configuration and their host side: causal framing and rFFT in numpy/scipy.
 
 Everything here is torch-free, so the inference engine can compute the exact spectrum a
-spectrum-input graph expects (DESIGN.md: a host rFFT feeding the graph is the fastest
+spectrum-input graph expects (a host rFFT feeding the graph is the fastest
 inference path) and know every feature shape without importing torch.
 
-Framing (DESIGN.md conventions): STFT frame t covers samples [(t + 1) hop - window,
+Framing: STFT frame t covers samples [(t + 1) hop - window,
 (t + 1) hop), zeros before the start, so a signal of N samples has N // hop frames and there
 is no look-ahead. The periodic Hann window sits in the middle of the FFT buffer, as
 ``librosa.stft`` places it, so frame t equals librosa's ``center=True`` frame t (zero padding)

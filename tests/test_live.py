@@ -747,7 +747,7 @@ def test_a_closed_output_pipe_ends_the_run_quietly(tmp_path):
 
 def test_live_plays_a_recording_through_the_model(tiny_model_package, tmp_path):
     """`seld live --input --json --stats --record` with a real model: one frame object per
-    100 ms, DESIGN.md's keys, real speed, latency printed, the raw input saved."""
+    100 ms, the README's keys, real speed, latency printed, the raw input saved."""
     from seld.engine import Engine
 
     engine = Engine(tiny_model_package, device="cpu", purpose="stream")

@@ -1,6 +1,6 @@
 """`seld bench annotate`: offline batch annotation speed on the CPU, with a reference in the same run.
 
-What is timed (DESIGN.md "How to measure"):
+What is timed (threads fixed, warm-up runs, medians of repeats):
 - ours: `seld annotate`'s work (`seld.annotate.annotate`: reading the files in blocks, host
   STFT, stream.onnx, decoding, tracking, writing CSV and JSON) on one hour of 4-channel
   24 kHz FOA audio, 60 files of 60 s (PCM-16 WAVs made of 6 distinct scenes; written just

@@ -11,7 +11,7 @@ The reference (``seld.benchmarks.reference_features``) is the DCASE 2023 baselin
 ``cls_feature_class.py`` (librosa) for the three DCASE features and SELDnet's feature code for
 ``stft``, one file at a time, with numpy's default BLAS threads.
 
-As DESIGN.md's "How to measure": threads fixed, a warm-up run, then repeats interleaved with the
+As every benchmark here: threads fixed, a warm-up run, then repeats interleaved with the
 reference's (so a busy machine slows both alike), medians reported. The audio is synthetic and
 in memory: no file reading is timed, on either side.
 """

@@ -1,6 +1,6 @@
 """`seld bench gpu`: the GPU checks in one run, on a machine with an NVIDIA GPU and onnxruntime-gpu.
 
-What it does (DESIGN.md "How to measure"), with the `default` preset's architecture (random
+What it does (warm-up runs, then medians of repeats), with the `default` preset's architecture (random
 weights, calibrated as in reference_baseline):
 - placement: stream.onnx and the offline audio graph run on the CUDA provider with ONNX Runtime's
   profiler on; the nodes each provider really ran are counted from the profile (ONNX Runtime

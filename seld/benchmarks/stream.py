@@ -1,6 +1,6 @@
 """`seld bench stream`: compute time per 100 ms chunk of the streaming engine on one CPU thread.
 
-What is timed (DESIGN.md "How to measure"), in a child process that never imports torch:
+What is timed (one thread, a warm-up, then percentiles), in a child process that never imports torch:
 - `Stream.push` of one 100 ms block (2,400 samples of 4-channel FOA at 24 kHz): host STFT
   step, stream.onnx run (one intra-op thread), decoding, tracking, the frame objects, with the
   `default` preset's architecture (random weights, calibrated to ~1.5 detections per label
