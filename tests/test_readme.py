@@ -115,3 +115,16 @@ def test_recipe_runs_main_only_after_every_definition():
     body = ast.parse(Path(recipe.__file__).read_text()).body
     mains = [index for index, node in enumerate(body) if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
     assert mains == [len(body) - 1]
+
+
+def test_the_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from seld.audio import write_audio
+
+    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    write_audio(tmp_path / "scene.wav", 0.05 * np.random.default_rng(0).standard_normal((4, 24_000 * 2)))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("{'frame': 0, 'time_s': 0.0") and len(printed) == 3  # 2 frames, the events
