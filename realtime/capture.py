@@ -68,12 +68,13 @@ def select_channels(selection: list[int] | None, available: int, needed: int, wh
     """The 0-based source channels that become the model's channels, checked against `what`."""
     if selection is None:
         if available < needed:
-            raise SeldError(f"{what}: has {available} input channels, the model's array needs {needed}")
+            raise SeldError(f"{what}: has {available} channel{'s' * (available != 1)}, the model's array needs {needed}")
         if available > needed:
-            log.info("%s: has %d input channels; using 1-%d (pick others with --channels)", what, available, needed)
+            log.info("%s: has %d channels; using 1-%d (pick others with --channels)", what, available, needed)
         return list(range(needed))
     if max(selection) >= available:
-        raise SeldError(f"{what}: has {available} input channels, --channels asks for channel {max(selection) + 1}")
+        raise SeldError(f"{what}: has {available} channel{'s' * (available != 1)}, --channels asks for channel "
+                        f"{max(selection) + 1}")
     return selection
 
 

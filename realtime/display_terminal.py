@@ -11,7 +11,9 @@ import sys
 import time
 from typing import TextIO
 
-REDRAW_S = 0.1  # at most ten redraws a second: one per label frame
+# At most twenty redraws a second: every label frame is drawn (at 0.1 the frames' jitter skipped
+# every other one), a burst after a stall is not.
+REDRAW_S = 0.05
 
 
 def format_event(event: dict) -> str:

@@ -176,6 +176,7 @@ def run_live(engine, source, displays: list, recorder: Recorder | None = None, o
                 loop.join(0.2)
         except KeyboardInterrupt:
             ending = "stopped"
+            loop.cut_short = True
         except BaseException:
             with _no_interrupts():
                 source.stop()
@@ -198,6 +199,8 @@ def run_live(engine, source, displays: list, recorder: Recorder | None = None, o
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         ending = "output closed"
+    elif isinstance(error, OSError):  # writing a display's output: a full disk, a closed file
+        raise SeldError(f"cannot write the output ({error.strerror or error})") from None
     elif error is not None:
         raise error
     if loop.is_alive():

@@ -153,6 +153,7 @@ class LiveLoop:
         self.started = time.monotonic()
         self.last_arrival = self.started
         self.stalled = False
+        self.cut_short = False  # set when the run is stopped: the last partial frame is left out
         self.reported_overflows = 0
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="seld-engine", daemon=True)
@@ -285,7 +286,10 @@ class LiveLoop:
         self.reported_overflows = self.blocks.overflows
 
     def _finish(self) -> None:
-        """End of input: the resampler's tail and the stream's last partial frame."""
+        """End of input: the resampler's tail and the stream's last partial frame; none of them when
+        the run was stopped (`cut_short`): the zeros padding that frame would show as silence."""
+        if self.cut_short:
+            return
         if self.resampler is not None:
             tail = self.resampler.flush()
             if tail.shape[1]:

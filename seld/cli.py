@@ -30,6 +30,13 @@ HANDLERS = {
 BENCHMARKS = ("features", "synth", "model", "accuracy", "annotate", "stream", "gpu")
 
 
+def _given(text: str) -> str:
+    """A path or name that is not empty (`--input ''` fell through to the audio device)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty")
+    return text
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -66,11 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("synth", help="synthesize a DCASE-style spatial dataset")
-    p.add_argument("--out", required=True, help="dataset root to write (STARSS23 layout)")
+    p.add_argument("--out", type=_given, required=True, help="dataset root to write (STARSS23 layout)")
     p.add_argument("--format", choices=["foa", "mic", "both"], default="both", help="which array formats to render")
     p.add_argument("--minutes", type=float, default=10.0, help="minutes of audio per format")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
-    p.add_argument("--sounds", help="folder of dry recordings (one subfolder per class); procedural sounds otherwise")
+    p.add_argument("--sounds", type=_given, help="folder of dry recordings (one subfolder per class); procedural sounds otherwise")
     p.add_argument("--procedural-share", type=float, default=0.0,
                    help="with --sounds: share of events drawn from the procedural bank (classes without "
                         "recordings always are)")
@@ -82,29 +89,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=60.0, help="seconds per mixture")
 
     p = sub.add_parser("synth-sounds", help="build a sound bank of real dry recordings from Debian packages")
-    p.add_argument("--out", required=True, help="folder to write the sound bank to")
+    p.add_argument("--out", type=_given, required=True, help="folder to write the sound bank to")
     p.add_argument("--packages", help="comma-separated Debian packages to take recordings from (default: all known)")
 
     p = sub.add_parser("train", help="train a model on a DCASE-layout dataset")
-    p.add_argument("--data", help="dataset root (STARSS23 layout)")
-    p.add_argument("--out", help="run directory for checkpoints, logs and config")
+    p.add_argument("--data", type=_given, help="dataset root (STARSS23 layout)")
+    p.add_argument("--out", type=_given, help="run directory for checkpoints, logs and config")
     p.add_argument("--format", choices=["foa", "mic"], default=None, help="dataset format to read (default foa)")
     p.add_argument("--preset", choices=["default", "seldnet", "dcase2023", "tiny"], default=None, help="model and training preset")
     p.add_argument("--config", help="TOML file of config fields")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--resume", type=_given, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("overrides", nargs="*", metavar="field=value", help="config overrides, e.g. epochs=1 model.causal=false")
 
     p = sub.add_parser("export", help="export a trained run to an ONNX model package")
     p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT", nargs="+",
                    help="run directory or checkpoint file (several checkpoints of one network: their weights "
                         "averaged); or a model package, to re-export its graphs")
-    p.add_argument("--out", required=True, help="model package folder to write")
+    p.add_argument("--out", type=_given, required=True, help="model package folder to write")
 
     p = sub.add_parser("annotate", help="annotate audio files: DCASE CSV, events JSON, plots")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
-    p.add_argument("--model", help="model package folder (default: the shipped model for --format)")
+    p.add_argument("--model", type=_given, help="model package folder (default: the shipped model for --format)")
     p.add_argument("--format", choices=["foa", "mic"], default="foa", help="shipped model to use without --model")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", type=_given, required=True, help="output folder")
     p.add_argument("--plot", action="store_true", help="also write NAME.png")
     p.add_argument("--streaming", action="store_true", help="run the streaming graph chunk by chunk")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="inference device")
@@ -115,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redo files whose outputs exist")
 
     p = sub.add_parser("evaluate", help="score predictions against references with the DCASE metrics")
-    p.add_argument("--ref", required=True, help="folder of reference metadata CSVs (searched recursively)")
-    p.add_argument("--pred", required=True, help="folder of prediction CSVs (searched recursively)")
+    p.add_argument("--ref", type=_given, required=True, help="folder of reference metadata CSVs (searched recursively)")
+    p.add_argument("--pred", type=_given, required=True, help="folder of prediction CSVs (searched recursively)")
     p.add_argument("--metrics", choices=["dcase2023", "dcase2024"], default="dcase2024", help="which challenge's metrics")
     p.add_argument("--average", choices=["macro", "micro"], default="macro", help="class averaging")
     p.add_argument("--no-distance", action="store_true", help="ignore distances (dcase2024)")
@@ -127,15 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto: cartesian when every x, y, z lies in [-1, 1], as the baselines write them")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = sub.add_parser("live", help="run the model live on a microphone array")
-    p.add_argument("--device", help="input device index or name (see `seld devices`)")
-    p.add_argument("--model", help="model package folder (default: the shipped model for --format)")
+    p = sub.add_parser("live", help="run the model live on a microphone array",
+                       description="Detect and localize sound events live, every 100 ms, from an input device "
+                                   "(or a recording played at real speed); Ctrl-C stops (exit status 0).")
+    p.add_argument("--device", type=_given, help="input device index or name (see `seld devices`)")
+    p.add_argument("--model", type=_given, help="model package folder (default: the shipped model for --format)")
     p.add_argument("--format", choices=["foa", "mic"], default="foa", help="shipped model to use without --model")
-    p.add_argument("--channels", help="1-based device channels to use as the array's capsules, e.g. 1,2,3,4")
+    p.add_argument("--channels", help="1-based channels of the device (or of --input) to use as the array's "
+                                      "capsules, e.g. 1,2,3,4")
     p.add_argument("--web", type=_port, metavar="PORT", help="serve a live web view on 127.0.0.1:PORT")
-    p.add_argument("--json", action="store_true", help="print one JSON object per label frame")
-    p.add_argument("--record", metavar="FILE.wav", help="save the raw input")
-    p.add_argument("--input", metavar="FILE.wav", help="play a recording through the loop at real speed")
+    p.add_argument("--json", action="store_true", help="print one JSON object per label frame: {frame, time_s, "
+                                                       "events: [{class, class_name, track, azimuth, elevation, "
+                                                       "distance_m, confidence}]} (README, Outputs)")
+    p.add_argument("--record", type=_given, metavar="FILE.wav", help="save the raw input")
+    p.add_argument("--input", type=_given, metavar="FILE.wav", help="play a recording through the loop at real speed")
     p.add_argument("--stats", action="store_true", help="print latency percentiles at exit")
 
     sub.add_parser("devices", help="list audio input devices")
@@ -173,6 +185,8 @@ def cli(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if sys.stdout is None:  # started with stdout closed (`>&-`): what it prints goes nowhere, as asked
+        sys.stdout = open(os.devnull, "w")
     module_name, function_name = HANDLERS[args.command].split(":")
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
@@ -189,6 +203,11 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"seld {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print(f"seld {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except ImportError as error:
+        if not isinstance(error.__context__, KeyboardInterrupt):  # onnxruntime's import turns Ctrl-C into this
+            raise
         print(f"seld {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of the output went away (`| head`): nothing more to say

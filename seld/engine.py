@@ -74,6 +74,9 @@ class ModelInfo:
     def load(cls, folder: str | Path) -> "ModelInfo":
         folder = Path(folder)
         path = folder / "seld.json"
+        if folder.is_file():
+            raise SeldError(f"{folder}: a file; a model is the package folder that holds seld.json "
+                            f"({folder.parent if folder.name.endswith('.onnx') else 'seld export ... --out DIR'})")
         if not folder.is_dir():
             raise SeldError(f"{folder}: no such model package folder")
         if not path.is_file():
@@ -267,6 +270,11 @@ class Engine:
         inputs = {i.name: i.shape for i in self.stream_session.get_inputs()}
         outputs = {o.name: o.shape for o in self.stream_session.get_outputs()}
         problems = []
+        spectrum = inputs.get("real", [None] * 4)
+        if len(spectrum) != 4 or spectrum[1] != self.num_channels or spectrum[3] != self.spectrum.config.num_bins:
+            problems.append(f"num_channels {self.num_channels} and n_fft {self.spectrum.config.n_fft} "
+                            f"([batch, {self.num_channels}, frames, {self.spectrum.config.num_bins}]), "
+                            f"the graph's spectrum {spectrum}")
         if self.causal and inputs.get("state", [None, None])[-1] != self.state_size:
             problems.append(f"state_size {self.state_size}, the graph's state {inputs.get('state')}")
         if outputs.get("outputs", [None])[-1] != self.layout.size:

@@ -79,3 +79,23 @@ def test_counts_below_one_are_refused(seld_cli, tmp_path):
     for option in ("--workers", "--processes"):
         result = seld_cli("annotate", tmp_path, "--out", tmp_path / "out", option, "0")
         assert result.returncode == 2 and f"{option}: 0: must be at least 1" in result.stderr
+
+
+def test_ctrl_c_inside_an_import_is_an_interruption(monkeypatch, capsys):
+    """onnxruntime's import turns a Ctrl-C during it into ImportError('initialization failed')."""
+    import seld.cli
+
+    def import_interrupted(name):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed")  # noqa: B904 - as onnxruntime does
+
+    monkeypatch.setattr(seld.cli.importlib, "import_module", import_interrupted)
+    assert seld.cli.cli(["devices"]) == 130
+    assert capsys.readouterr().err == "seld devices: interrupted\n"
+
+
+def test_empty_paths_and_names_are_refused(seld_cli):
+    result = seld_cli("live", "--input", "")
+    assert result.returncode == 2 and "argument --input: empty" in result.stderr

@@ -204,10 +204,15 @@ def test_not_a_model_package(tmp_path):
         Engine(tmp_path)
     with pytest.raises(SeldError, match="absent: no such model package folder"):
         Engine(tmp_path / "absent")
+    (tmp_path / "model.onnx").write_bytes(b"")
+    with pytest.raises(SeldError, match="model.onnx: a file; a model is the package folder that holds seld.json"):
+        Engine(tmp_path / "model.onnx")
 
 
 @pytest.mark.parametrize("edit, message", [
     (lambda info: info.update(state_size=100), "does not describe stream.onnx: state_size 100"),
+    (lambda info: info.update(num_channels=2), "does not describe stream.onnx: num_channels 2 and n_fft 1024"),
+    (lambda info: info.update(num_channels=0), "does not describe stream.onnx: num_channels 0"),
     (lambda info: info["output"].update(num_classes=info["output"]["num_classes"] - 1)
      or info.update(classes=info["classes"][:-1]), "does not describe stream.onnx: output"),
     (lambda info: info.update(classes=info["classes"] + ["extra"]), "classes named, output.num_classes"),

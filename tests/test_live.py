@@ -226,7 +226,7 @@ def test_parse_and_select_channels():
             parse_channels(text, 4)
     assert select_channels(None, 6, 4, "dev") == [0, 1, 2, 3]
     assert select_channels([5, 4, 3, 2], 6, 4, "dev") == [5, 4, 3, 2]
-    with pytest.raises(SeldError, match="dev: has 2 input channels, the model's array needs 4"):
+    with pytest.raises(SeldError, match="dev: has 2 channels, the model's array needs 4"):
         select_channels(None, 2, 4, "dev")
     with pytest.raises(SeldError, match="asks for channel 7"):
         select_channels([6, 0, 1, 2], 6, 4, "dev")
@@ -303,17 +303,20 @@ def test_interrupt_ends_cleanly_and_finalizes_the_recording(tmp_path):
     tone_file(path, RATE, 4, loud_channel=0, seconds=30)
     source = FileSource(path, 4, None)
     recorder = Recorder(tmp_path / "rec.wav", RATE, 4)
-    timer = threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT))
+    timer = threading.Timer(0.65, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     started = time.monotonic()
+    collect = Collect()
     try:
-        outcome = run_live(LoudnessEngine(), source, [Collect()], recorder)
+        outcome = run_live(LoudnessEngine(), source, [collect], recorder)
     finally:
         timer.cancel()
     assert time.monotonic() - started < 3
     assert outcome["ending"] == "stopped" and outcome["failure"] is None
     recorded, _ = soundfile.read(tmp_path / "rec.wav", always_2d=True)
     assert 0.4 * RATE < len(recorded) < 1.5 * RATE
+    # Whole frames only: the one the stop cut, padded with zeros, showed silence mid-sound.
+    assert len(collect.frames) == len(recorded) // 2400
     # The engine thread is really gone (the process must not exit under it), whatever
     # Thread.is_alive says after an interrupted join.
     deadline = time.monotonic() + 1
@@ -501,6 +504,19 @@ def test_terminal_view_redraws_in_place():
     assert "latency 12.3 ms" in text and "overflows 2" in text and "CPUExecutionProvider" in text
     assert "\x1b[3F\x1b[J" in text  # the second drawing moved up over the first
     assert "(no active events)" in text
+
+
+def test_terminal_view_draws_every_frame_of_a_jittery_stream(monkeypatch):
+    """Frames come every 100 ms, give or take: a 100 ms redraw limit skipped every other one."""
+    out = FakeTerminal()
+    view = TerminalView("stand-in", ["tone"], out)
+    stats = {"source": "file", "latency_ms": 1.0, "overflows": 0, "provider": "CPU", "stalled": False}
+    now = [0.0]
+    monkeypatch.setattr("seld.realtime.display_terminal.time.monotonic", lambda: now[0])
+    for frame, arrival in enumerate([10.0, 10.098, 10.199, 10.297, 10.4]):
+        now[0] = arrival
+        view.frame({"frame": frame, "time_s": frame / 10, "events": []}, stats)
+    assert sum("(no active events)" in line for line in out.getvalue().split("\x1b[J")) == 5
 
 
 # -------------------------------------------------------------------- the web view
@@ -743,6 +759,19 @@ def test_a_closed_output_pipe_ends_the_run_quietly(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "rec.wav").stat().st_mode & 0o777 == 0o666 & ~umask  # like any file the user writes
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path):
+    """--json onto a full disk raised a traceback; with stdout closed (`>&-`) too."""
+    path = tmp_path / "in.wav"
+    tone_file(path, RATE, 4, loud_channel=0, seconds=1)
+    command = [sys.executable, "-c", STAND_IN, "live", "--input", path, "--json"]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "seld live: error: cannot write the output (No space left on device)"
+    result = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=30, preexec_fn=lambda: os.close(1))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
 
 
 def test_live_plays_a_recording_through_the_model(tiny_model_package, tmp_path):
