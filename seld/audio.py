@@ -238,6 +238,8 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_R
     audio = np.asarray(audio)
     if audio.ndim != 2 or audio.shape[0] > 256:  # [samples, channels] had libsndfile say "Format not recognised"
         raise SeldError(f"{path}: audio of shape {list(audio.shape)}: write_audio takes [channels, samples]")
+    if audio.dtype.kind == "f" and not np.isfinite(audio).all():  # PCM would hold NaN as -1 without a word
+        raise SeldError(f"{path}: not written: the audio has NaN or infinite samples")
     try:
         with atomic_path(path) as temporary:
             soundfile.write(temporary, np.asarray(audio).T, sample_rate, subtype=subtype, format=_format_of(path))

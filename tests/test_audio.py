@@ -161,6 +161,9 @@ def test_write_audio_wants_channels_first_and_blocks_need_a_size(tmp_path):
     with pytest.raises(SeldError, match=r"audio of shape \[24000, 4\]: write_audio takes \[channels, samples\]"):
         write_audio(tmp_path / "x.wav", np.zeros((24_000, 4), np.float32))
     assert not list(tmp_path.iterdir())
+    with pytest.raises(SeldError, match="x.wav: not written: the audio has NaN or infinite samples"):
+        write_audio(tmp_path / "x.wav", np.full((4, 2400), np.nan, np.float32))
+    assert not list(tmp_path.iterdir())
     write_audio(tmp_path / "x.wav", np.zeros((4, 2400), np.float32))
     with pytest.raises(ValueError, match="block_samples must be at least 1"):
         next(iter_audio_blocks(tmp_path / "x.wav", block_samples=0))
