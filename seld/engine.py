@@ -285,7 +285,7 @@ class Engine:
 
     def _open_sessions(self, device: str, purpose: str, parallel: int | None, cores: int | None,
                        features: FeatureConfig) -> None:
-        cores = max(1, cores or os.cpu_count() or 1)
+        cores = self.cores = max(1, cores or os.cpu_count() or 1)
         # Threads for the CPU provider (the CUDA provider, when it is really there, ignores them).
         if purpose == "stream":
             self.parallel, threads = 1, 1
@@ -381,14 +381,14 @@ class Engine:
 
     def _run_lanes(self, pool: "_LanePool"):
         """One loop of `outputs_of_many`: takes signals from `pool`, runs one chunk of each in one
-        stream.onnx call (a batch row each), gives them back. A lone loop with a core to spare
-        (one file, or one signal, on a CPU of 2 cores or more) has a helper thread read and
+        stream.onnx call (a batch row each), gives them back. A lone loop with a core to spare (one
+        signal, its graph on fewer threads than the engine has cores) has a helper thread read and
         transform the chunks of the next call while ONNX Runtime runs this one (one 20-minute file
         on the 2-core VM: 4.4 against 6.3 s per hour of audio, the other core idle)."""
         if not self.causal:
             yield from self._run_whole_signals(pool.next_source)
             return
-        ahead = pool.loops == 1 and self.providers == ["CPUExecutionProvider"] and (os.cpu_count() or 1) > 1
+        ahead = pool.loops == 1 and self.providers == ["CPUExecutionProvider"] and self.threads < self.cores
         # Buffers for `lanes` rows, reused call after call; read ahead, the helper fills one while
         # a call waits for its turn and another runs.
         hosts = [_HostFrames(self.spectrum, self.lanes, self.num_channels, pool.chunk) for _ in range(3 if ahead else 1)]
