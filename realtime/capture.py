@@ -133,7 +133,8 @@ class BlockQueue:
             start += count
 
     def close(self) -> None:
-        """No more blocks: wakes the consumer, which sees END after the blocks still queued."""
+        """No more blocks (the producer has stopped): wakes the consumer, which gets the blocks still
+        queued, then the samples dropped after the last of them as silence, then END."""
         self.ready.put(self.END)
 
     def get(self, timeout: float) -> tuple[np.ndarray, float] | None:
@@ -145,6 +146,9 @@ class BlockQueue:
             return None
         if slot == self.END:
             self.ready.put(self.END)  # stay closed for later calls
+            if self.unplaced_gap:  # lost just before the end: silence, so a recording keeps real time
+                gap, self.unplaced_gap = self.unplaced_gap, 0
+                return np.zeros((len(self.channels), gap), np.float32), time.monotonic()
             raise EOFError
         gap, length = int(self.gaps[slot]), int(self.lengths[slot])
         block = np.zeros((len(self.channels), gap + length), np.float32)

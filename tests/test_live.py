@@ -177,6 +177,13 @@ def test_block_queue_counts_what_it_drops_when_full_and_splits_long_blocks():
     np.testing.assert_array_equal(blocks.get(timeout=1)[0], np.ones((1, 10)))  # no loss just before it
     blocks.put(np.full((10, 1), 2.0, np.float32), 0.0)
     np.testing.assert_array_equal(blocks.get(timeout=1)[0], np.concatenate([np.zeros((1, 5)), np.full((1, 10), 2.0)], 1))
+    for _ in range(4):  # the last two dropped: their 20 samples come back as silence before the end
+        blocks.put(np.ones((10, 1), np.float32), 0.0)
+    blocks.close()
+    last = [blocks.get(timeout=1)[0] for _ in range(3)]
+    assert [(block.shape[1], block.sum()) for block in last] == [(10, 10.0), (10, 10.0), (20, 0.0)]
+    with pytest.raises(EOFError):
+        blocks.get(timeout=1)
 
 
 def test_block_queue_put_allocates_nothing_but_a_slot_number():
