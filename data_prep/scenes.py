@@ -226,7 +226,7 @@ def label_rows(scene: Scene, activity_floor_db: float = 30.0) -> list[tuple[int,
         azimuth, elevation, distance = polar(event.positions[frames - event.first_frame])
         for frame, a, e, d in zip(frames, azimuth, elevation, distance):
             a = int(round(float(a)))
-            rows.append((int(frame), event.class_index, event.source_index, 180 if a == -180 else a,
+            rows.append((int(frame), event.class_index, event.source_index, -180 if a == 180 else a,  # [-180, 180)
                          int(round(float(e))), int(round(float(d) * 100))))
     rows.sort()
     return rows

@@ -534,7 +534,18 @@ class FolderBank:
 
     def sound(self, class_index: int, rng: np.random.Generator) -> np.ndarray:
         files = self.files[class_index]
-        signal = _load_mono(str(files[int(rng.integers(len(files)))]))
+        drawn = int(rng.integers(len(files)))
+        # A recording found silent or broken only now (reading every file first would decode the
+        # whole bank) is passed over for the next one: the run goes on, and a rerun draws the same.
+        for index in [*range(drawn, len(files)), *range(drawn)]:
+            try:
+                signal = _load_mono(str(files[index]))
+                break
+            except SeldError as error:
+                _warn_once(f"{error}: not used (the class's other recordings are)")
+        else:
+            raise SeldError(f"{self.root}: no usable recording of class {self.classes[class_index]!r} "
+                            "(every one is silent or broken)")
         limit = _n(MAX_EVENT_S)
         if len(signal) > limit:
             start = int(rng.integers(0, len(signal) - limit + 1))
@@ -545,6 +556,11 @@ class FolderBank:
         # Absolute: a rerun from another folder that names the same sounds (`--sounds ../sounds`) resumes.
         return {"kind": "folder", "root": str(self.root.resolve()),
                 "files": {c: len(f) for c, f in zip(self.classes, self.files)}}
+
+
+@functools.cache  # once a process
+def _warn_once(message: str) -> None:
+    log.warning(message)
 
 
 @functools.lru_cache(maxsize=128)

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import multiprocessing
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +40,7 @@ from seld.parent_death import die_with_parent
 log = logging.getLogger(__name__)
 
 SPLITS = (("dev-train", 1), ("dev-val", 2), ("dev-test", 3))
+MAX_CAPSULES = 32  # 260 ran out of memory (24 GB) after 47 s
 SPLIT_SHARES = (0.7, 0.15, 0.15)
 
 
@@ -184,6 +186,17 @@ def _dataset_description(seed, classes, settings, arrays, rooms, mixtures, bank,
     }
 
 
+def _remove_dead_temporaries(out: Path) -> None:
+    """The temporary files of writes a kill cut short (".NAME.wav.x8k2.tmp"). A file is written in
+    one go, in well under a minute, so one older than that belongs to no running write."""
+    for temporary in out.glob("*_dev/*/.*.tmp"):
+        try:
+            if time.time() - temporary.stat().st_mtime > 60:
+                temporary.unlink()
+        except OSError:
+            pass  # gone already, or not ours to remove: it is only clutter
+
+
 def _write_json(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
@@ -200,8 +213,8 @@ def synth_command(args) -> int:
         raise SeldError(f"--classes: a class is named twice ({args.classes})")
     if not 0 < args.minutes < math.inf:
         raise SeldError(f"--minutes {args.minutes}: must be a positive number")
-    if not 1 <= args.duration < math.inf:
-        raise SeldError(f"--duration {args.duration}: must be at least 1 second")
+    if not 1 <= args.duration <= 3600:
+        raise SeldError(f"--duration {args.duration}: must be 1 to 3600 seconds")
     if args.seed < 0:
         raise SeldError(f"--seed {args.seed}: must be 0 or more")
     if args.max_polyphony < 1:
@@ -214,6 +227,9 @@ def synth_command(args) -> int:
     arrays = {name: array_for_format(name) for name in formats}
     if args.array:
         custom = load_array(args.array)
+        if len(custom.capsules_m) > MAX_CAPSULES:  # the diffuse noise's coherence is [frequencies, capsules, capsules]
+            raise SeldError(f"{args.array}: {len(custom.capsules_m)} capsules; seld synth renders arrays of up to "
+                            f"{MAX_CAPSULES}")
         if custom.kind == "mic" and "mic" in arrays:
             arrays["mic"] = custom
         elif custom.kind == "foa" and "foa" in arrays:
@@ -234,6 +250,7 @@ def synth_command(args) -> int:
                     "validation and seld evaluate no test split; %d fill every split (--minutes %g, or a shorter "
                     "--duration)", len(mixtures), args.duration, len(SPLITS), len(SPLITS) * args.duration / 60)
     check_writable(out)
+    _remove_dead_temporaries(out)
 
     description = json.loads(json.dumps(
         _dataset_description(args.seed, classes, settings, arrays, args.rooms, mixtures, bank, args.minutes)))

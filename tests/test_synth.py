@@ -76,7 +76,7 @@ def test_metadata_rows_are_valid(dataset):
         assert rows == sorted(rows, key=lambda r: (r[0], r[1], r[2]))
         for frame, class_index, source, azimuth, elevation, distance in rows:
             assert 0 <= frame < 30 and 0 <= class_index < 13 and source >= 0
-            assert -180 <= azimuth <= 180 and -45 <= elevation <= 45 and 50 <= distance <= 400
+            assert -180 <= azimuth < 180 and -45 <= elevation <= 45 and 50 <= distance <= 400
         keys = [(r[0], r[1], r[2]) for r in rows]
         assert len(keys) == len(set(keys))  # one row per event per frame
         rows_seen += len(rows)
@@ -322,6 +322,11 @@ def test_labels_only_where_the_sound_is_audible():
     assert frames == list(range(0, 5)) + list(range(15, 20))
     quiet = np.concatenate([noise(0.5), noise(0.5, seed=1) * 10 ** (-40 / 20)])
     assert [row[0] for row in label_rows(static_scene(quiet, 10, 0))] == list(range(5))
+
+
+def test_a_source_behind_is_labelled_minus_180_as_dcase_writes_it():
+    for azimuth in (180, -180, 179.8):
+        assert {row[3] for row in label_rows(static_scene(noise(0.5), azimuth, 0))} == {-180}
 
 
 def test_synthesize_scene_shares_labels_between_formats():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from seld import SeldError
 from seld.cli import cli
 from seld.data_prep import synth as synth_module
 from seld.data_prep.sound_bank import FolderBank, MixedBank, ProceduralBank, _load_mono, _normalized
@@ -91,6 +92,12 @@ def _case(case: str, tmp_path: Path) -> tuple[Path, list[str], str]:
         return out, ["--minutes", "nan"], "--minutes nan"
     if case == "duration_inf":
         return out, ["--duration", "inf"], "--duration inf"
+    if case == "duration_of_days":
+        return out, ["--duration", "1e9"], "--duration 1000000000.0: must be 1 to 3600 seconds"
+    if case == "array_of_many_capsules":
+        capsules = [[0.05 * np.cos(k), 0.05 * np.sin(k), 0.001 * k] for k in range(40)]
+        (tmp_path / "array.json").write_text(json.dumps({"kind": "mic", "capsules_m": capsules}))
+        return out, ["--array", str(tmp_path / "array.json"), "--format", "mic"], "40 capsules; seld synth renders"
     if case == "seed_negative":
         return out, ["--seed", "-1"], "--seed -1"
     if case == "class_named_twice_in_two_cases":
@@ -109,6 +116,7 @@ def _case(case: str, tmp_path: Path) -> tuple[Path, list[str], str]:
     "sounds_missing", "sounds_is_a_file", "sounds_empty", "sound_unreadable", "mixed_no_recordings_at_all",
     "mixed_class_without_any_sounds", "share_out_of_range", "array_nan_capsule", "array_capsules_at_one_point",
     "array_negative_radius", "array_without_kind", "minutes_nan", "duration_inf", "seed_negative",
+    "duration_of_days", "array_of_many_capsules",
     "class_named_twice_in_two_cases", "out_holds_a_foreign_dataset",
 ])
 def test_bad_input_is_one_line_naming_it_before_any_work(case, tmp_path, capsys, monkeypatch):
@@ -298,3 +306,32 @@ def test_too_few_mixtures_for_every_split_is_said(tmp_path, caplog):
     caplog.clear()
     assert cli(["synth", "--out", str(tmp_path / "more"), *SMALL, "--classes", "bell", "--format", "foa"]) == 0
     assert "fill every split" not in caplog.text
+
+
+def test_a_silent_recording_found_mid_run_is_passed_over_with_a_warning(tmp_path, caplog):
+    """It stopped the run partway (and, once removed, its changed file count refused the rerun)."""
+    sounds = tone_folder(tmp_path / "sounds", ("bell",), files=3)
+    soundfile.write(sounds / "bell" / "1.wav", np.zeros(24_000), 24_000)  # drawn between two good ones
+    bank = FolderBank(sounds, ("bell",))
+    drawn = [bank.sound(0, np.random.default_rng(seed)) for seed in range(12)]
+    assert all(np.abs(signal).max() > 0 for signal in drawn)
+    assert caplog.text.count("1.wav: silent recording: not used (the class's other recordings are)") == 1
+    assert cli(["synth", "--out", str(tmp_path / "data"), *SMALL, "--sounds", str(sounds), "--classes", "bell",
+                "--format", "foa"]) == 0
+    for name in ("0.wav", "2.wav"):
+        soundfile.write(sounds / "bell" / name, np.zeros(24_000), 24_000)
+    _load_mono.cache_clear()  # decoded recordings are kept by path
+    with pytest.raises(SeldError, match="no usable recording of class 'bell' .every one is silent or broken."):
+        FolderBank(sounds, ("bell",)).sound(0, np.random.default_rng(0))
+
+
+def test_the_temporaries_of_a_killed_run_are_removed_by_the_next(tmp_path):
+    out = tmp_path / "data"
+    assert cli(["synth", "--out", str(out), *SMALL, "--classes", "bell", "--format", "foa"]) == 0
+    dead = out / "foa_dev" / "dev-train" / ".fold1_room1_mix000.wav.x8k2.tmp"
+    live = out / "metadata_dev" / "dev-train" / ".fold1_room1_mix000.csv.a1b2.tmp"
+    dead.write_bytes(b"half a file")
+    live.write_bytes(b"being written")
+    os.utime(dead, (dead.stat().st_atime - 120, dead.stat().st_mtime - 120))
+    assert cli(["synth", "--out", str(out), *SMALL, "--classes", "bell", "--format", "foa"]) == 0
+    assert not dead.exists() and live.exists()  # a write of the last minute may still be running
