@@ -146,7 +146,8 @@ def synth_sounds_command(args) -> int:
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         print("seld synth-sounds: needs apt-get and dpkg-deb (Debian or Ubuntu); not found on this system")
         return 2
-    packages = tuple(p.strip() for p in args.packages.split(",")) if getattr(args, "packages", None) else PACKAGES
+    named = getattr(args, "packages", None)
+    packages = tuple(p.strip() for p in named.split(",") if p.strip()) if named else PACKAGES
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--procedural-share", type=float, default=0.0,
                    help="with --sounds: share of events drawn from the procedural bank (classes without "
                         "recordings always are)")
-    p.add_argument("--classes", help="comma-separated class names (default: the 13 STARSS23 classes)")
-    p.add_argument("--array", help="array description JSON for a custom microphone array")
+    p.add_argument("--classes", type=_given, help="comma-separated class names (default: the 13 STARSS23 classes)")
+    p.add_argument("--array", type=_given, help="array description JSON for a custom microphone array")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     p.add_argument("--rooms", type=int, default=9, help="number of distinct rooms")
     p.add_argument("--max-polyphony", type=int, default=3, help="most sources sounding at once")
@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth-sounds", help="build a sound bank of real dry recordings from Debian packages")
     p.add_argument("--out", type=_given, required=True, help="folder to write the sound bank to")
-    p.add_argument("--packages", help="comma-separated Debian packages to take recordings from (default: all known)")
+    p.add_argument("--packages", type=_given,
+                   help="comma-separated Debian packages to take recordings from (default: all known)")
 
     p = sub.add_parser("train", help="train a model on a DCASE-layout dataset")
     p.add_argument("--data", type=_given, help="dataset root (STARSS23 layout)")

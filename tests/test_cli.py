@@ -97,5 +97,6 @@ def test_ctrl_c_inside_an_import_is_an_interruption(monkeypatch, capsys):
 
 
 def test_empty_paths_and_names_are_refused(seld_cli):
-    result = seld_cli("live", "--input", "")
-    assert result.returncode == 2 and "argument --input: empty" in result.stderr
+    for command, option in (("live", "--input"), ("synth", "--classes"), ("synth-sounds", "--packages")):
+        result = seld_cli(command, "--out", "x", option, "") if command != "live" else seld_cli(command, option, "")
+        assert result.returncode == 2 and f"argument {option}: empty" in result.stderr
