@@ -511,6 +511,13 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
 
     array = dataset_array(config.data, config.format)
     train_recordings, validation_recordings = split_recordings(config.data, config.format, array.num_channels)
+    validated = resume is not None and any("SELD" in row for row in resume["history"])
+    if resume is not None and validated != bool(validation_recordings):
+        # Its best epoch and metrics.csv's columns went by validation scores, or by training loss.
+        then = "validated on a split" if validated else "had no validation split"
+        raise SeldError(f"{run_dir}: the run {then} (dev-val*, else dev-test*) and its data {config.data} now has "
+                        f"{'none' if validated else 'one'}; start a new run from its weights instead "
+                        f"(seld train --out NEW_RUN init_from={run_dir} ...)")
     check_metadata(train_recordings + validation_recordings, config.model.layout)
     if main_process:
         def splits(recordings):
@@ -655,7 +662,44 @@ def _absolute_paths(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, data=str(Path(config.data).resolve()), feature_cache=cache)
 
 
+_NETWORK_FIELDS = ("format", "classes", "features", "model")  # what the weights' shapes and meaning follow
+
+
+def _network_settings(config: TrainConfig) -> dict:
+    """The settings the weights' shapes and meaning follow, flat: {"model.gru_size": 128, ...}."""
+    flat = {}
+    for name in _NETWORK_FIELDS:
+        value = to_dict(config)[name]
+        flat.update({f"{name}.{key}": item for key, item in value.items()} if isinstance(value, dict) else {name: value})
+    return flat
+
+
+def _settings_of_last_start(run_dir: Path, trained: TrainConfig) -> TrainConfig:
+    """The run's settings as its last start wrote them (config.json): a resume given `epochs=N`
+    that was killed before its next epoch was saved kept them there only (last.pt still had the old
+    ones, and the next resume undid the change). last.pt's when config.json is unreadable or
+    describes another network."""
+    try:
+        saved = from_dict(TrainConfig, _read_json(run_dir / "config.json"), str(run_dir / "config.json"))
+    except SeldError:
+        return trained
+    return saved if _network_settings(saved) == _network_settings(trained) else trained
+
+
+def _check_resumable(run_dir: Path, trained: TrainConfig, config: TrainConfig) -> None:
+    """A resume goes on with the same network: other features, model or classes do not fit its
+    weights (the run failed loading them, after writing the new settings into config.json)."""
+    before, after = _network_settings(trained), _network_settings(config)
+    changed = sorted(key for key in before if before[key] != after.get(key))
+    if changed:
+        raise SeldError(f"--resume {run_dir}: {', '.join(changed)} would not fit its weights; start a new run from "
+                        f"them instead (seld train --out NEW_RUN init_from={run_dir} ...)")
+
+
 def train_command(args) -> int:
+    if args.resume and (args.data or args.preset or args.config or args.format):
+        raise SeldError("--resume goes on with the run's own settings; change one with field=value (data=DIR), "
+                        "not --data, --preset, --format or --config")
     if args.resume:
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
@@ -669,9 +713,14 @@ def train_command(args) -> int:
             log.info("%s: no epoch finished yet; starting it again", run_dir)
         else:
             checkpoint = load_checkpoint(run_dir / "last.pt")
-            config = from_dict(TrainConfig, checkpoint["config"], str(run_dir / "last.pt"))
+            if not isinstance(checkpoint, dict) or not {"config", "history", "model", "epoch"} <= set(checkpoint):
+                raise SeldError(f"{run_dir / 'last.pt'}: not a seld training checkpoint")
+            trained = from_dict(TrainConfig, checkpoint["config"], str(run_dir / "last.pt"))
+            config = _settings_of_last_start(run_dir, trained)
         if args.overrides:
             config = _absolute_paths(apply_overrides(config, args.overrides))
+        if checkpoint is not None:
+            _check_resumable(run_dir, trained, config)
     else:
         if not args.out:
             raise SeldError("pass --out RUN_DIR (or --resume RUN_DIR)")

@@ -737,3 +737,45 @@ def test_init_from_a_model_package_fine_tunes_an_exported_model(tiny_run, tiny_m
     assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=1",
                 f"init_from={broken}"]) == 1
     assert "broken: not a readable model package" in capsys.readouterr().err
+
+
+def test_a_resume_keeps_the_settings_its_last_start_was_given(tiny_run, tmp_path, capsys):
+    """`--resume RUN epochs=N` killed before its next epoch was saved: config.json had N, last.pt
+    the old count, and the next plain resume trained to the old count."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "epochs": 3}))  # the killed resume's
+    assert cli(["train", "--resume", str(run)]) == 0
+    assert "trained 3 epochs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override,changed", [("model.num_tracks=1", "model.num_tracks"),
+                                              ("features.n_mels=32", "features.n_mels"),
+                                              ("classes=a,b", "classes")])
+def test_a_resume_that_would_change_the_network_is_refused_before_anything_is_written(tiny_run, tmp_path, capsys,
+                                                                                       override, changed):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = (run / "config.json").read_text()
+    assert cli(["train", "--resume", str(run), override]) == 1
+    err = capsys.readouterr().err
+    assert f"--resume {run}: {changed}" in err and f"init_from={run}" in err and "Traceback" not in err
+    assert (run / "config.json").read_text() == before
+
+
+def test_a_resume_refuses_new_data_options_and_a_validation_split_that_came_or_went(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert cli(["train", "--resume", str(run), "--data", str(tmp_path)]) == 1
+    assert "--resume goes on with the run's own settings" in capsys.readouterr().err
+    data = tiny_dataset(tmp_path / "data")
+    shutil.rmtree(data / "foa_dev" / "dev-val")
+    assert cli(["train", "--resume", str(run), f"data={data}", "epochs=3"]) == 1
+    assert "the run validated on a split (dev-val*, else dev-test*)" in capsys.readouterr().err
