@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def cache_features(network, recordings: list[Recording], folder: Path, crop_fram
     computed = 0
     for recording in recordings:
         path = cache_path(folder, recording)
+        if path.exists() and not _readable(path, recording, crop_frames, network):
+            log.warning("%s: damaged (not the features it should hold); computing it again", path)
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
         if not path.exists():
             remove_stale(path, recording)
             audio, _ = read_audio(recording.audio_path, channels=network.num_channels)
@@ -57,6 +61,18 @@ def cache_features(network, recordings: list[Recording], folder: Path, crop_fram
         paths.append(path)
     log.info("feature cache %s: %d files computed, %d reused", folder, computed, len(recordings) - computed)
     return paths
+
+
+def _readable(path: Path, recording: Recording, crop_frames: int, network) -> bool:
+    """The file holds float16 features [feature channels, frames, bins] of the recording and its
+    crop of silence (a truncated, overwritten or foreign file failed mid-training with a traceback)."""
+    frames = (recording.label_frames + crop_frames) * LABEL_HOP // network.front_end.config.hop
+    expected = (network.front_end.feature_channels, frames, network.front_end.bins)
+    try:
+        features = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return False
+    return features.dtype == np.float16 and features.shape == expected
 
 
 def cache_path(folder: Path, recording: Recording) -> Path:

@@ -361,6 +361,17 @@ def test_feature_cache_gives_the_features_of_audio_crops(tmp_path, caplog):
         folder = cache_folder(cache, {"data": str(data.resolve()), **to_dict(config.features)}, "foa", 20)
         paths = cache_features(network, recordings, folder, 20, torch.device("cpu"))
     assert "0 files computed, 2 reused" in caplog.text
+    # A damaged file (truncated, overwritten, a folder) is computed again: it failed mid-training.
+    good = paths[0].read_bytes()
+    for damage in (lambda path: path.write_bytes(good[: len(good) // 2]), lambda path: path.write_bytes(b"junk"),
+                   lambda path: np.save(path.open("wb"), np.zeros((7, 3, 64), np.float16)),
+                   lambda path: path.unlink() or path.mkdir()):
+        damage(paths[0])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="seld.feature_cache"):
+            assert cache_features(network, recordings, folder, 20, torch.device("cpu")) == paths
+        assert "damaged (not the features it should hold); computing it again" in caplog.text
+        assert "1 files computed, 1 reused" in caplog.text and paths[0].read_bytes() == good
     cached = CropDataset(recordings, config.model.layout, 20, 4, feature_files=paths)
     audio = CropDataset(recordings, config.model.layout, 20, 4)
     for dataset in (cached, audio):
