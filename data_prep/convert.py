@@ -53,9 +53,8 @@ from pathlib import Path
 
 from seld import SeldError
 from seld.arrays import array_for_format
-from seld.atomic import atomic_path, write_text_atomic
+from seld.atomic import atomic_path, check_writable, write_text_atomic
 from seld.audio import SAMPLE_RATE, audio_info
-from seld.data_prep import check_writable
 from seld.formats import read_reference
 
 FORMATS = ("foa", "mic")

@@ -29,8 +29,7 @@ import numpy as np
 from seld import SeldError, __version__
 from seld.arrays import Array, array_for_format, load_array
 from seld.audio import SAMPLE_RATE, write_audio
-from seld.atomic import write_text_atomic
-from seld.data_prep import check_writable
+from seld.atomic import check_writable, write_text_atomic
 from seld.data_prep.array_response import largest_capsule_radius
 from seld.data_prep.rooms import RoomSpec, random_room
 from seld.data_prep.scenes import Scene, SceneSettings, generate_scene, label_rows, render_scene

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from seld import SeldError
+
 
 def _umask() -> int:
     try:  # Linux says it without changing it (changing it races with other threads' open())
@@ -67,3 +69,14 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """UTF-8 with the text's own line ends ("\\n"), whatever the platform."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and prove a file can be written there, before any long work starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise SeldError(f"{folder}: cannot write there ({error.strerror or error})") from None

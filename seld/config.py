@@ -26,6 +26,8 @@ def to_dict(config: Any) -> dict:
 
 def from_dict(cls: type[T], data: dict, source: str = "config") -> T:
     """Build `cls` from a plain dict; unknown keys are an error naming them."""
+    if not isinstance(data, dict):
+        raise SeldError(f"{source}: expected a table of {cls.__name__} fields, not {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
@@ -72,7 +74,7 @@ def load_toml(path: str | Path) -> dict:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise SeldError(f"{path}: no such file") from None
-    except (OSError, tomllib.TOMLDecodeError) as error:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise SeldError(f"{path}: not valid TOML: {error}") from None
 
 

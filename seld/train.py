@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import math
+import re
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from seld import SeldError
 from seld.arrays import Array, array_for_format
-from seld.atomic import atomic_path, write_text_atomic
+from seld.atomic import atomic_path, check_writable, write_text_atomic
 from seld.audio import LABEL_HOP, read_audio
 from seld.augment import channel_swaps
 from seld.config import apply_overrides, from_dict, load_toml, to_dict
@@ -90,6 +91,11 @@ class TrainConfig:
             ("normalization_files", self.normalization_files, self.normalization_files < 1, "at least 1"),
             ("threshold", self.threshold, not 0 < self.threshold < math.inf, "a positive number"),
             ("lr_schedule", self.lr_schedule, self.lr_schedule not in ("cosine", "constant"), "'cosine' or 'constant'"),
+            ("format", self.format, self.format not in ("foa", "mic"), "'foa' or 'mic'"),
+            ("device", self.device, not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)),
+             "auto, cpu, cuda or cuda:N"),
+            ("classes", ",".join(self.classes), not self.classes or not all(c.strip() for c in self.classes),
+             "class names, none empty"),
         ) if bad]
         if problems:
             raise ValueError("; ".join(problems))
@@ -125,6 +131,8 @@ def dataset_description(root: str | Path) -> dict:
     if not path.is_file():
         return {}
     description = _read_json(path)
+    if not isinstance(description, dict):
+        raise SeldError(f"{path}: not a dataset description (a JSON object)")
     if description.get("complete") is False:
         raise SeldError(f"{root}: seld synth has not finished this dataset (stopped, or still running); "
                         "run the same seld synth command again to finish it")
@@ -170,8 +178,9 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
     toml_values = load_toml(toml_path) if toml_path else {}
     preset_name = preset_name or toml_values.get("preset", "default")
     format_name = format_name or toml_values.get("format", "foa")
-    if preset_name not in TRAINING_PRESETS:
-        raise SeldError(f"unknown preset {preset_name!r}; presets: {', '.join(TRAINING_PRESETS)}")
+    for name, value, allowed in (("format", format_name, ("foa", "mic")), ("preset", preset_name, TRAINING_PRESETS)):
+        if not isinstance(value, str) or value not in allowed:
+            raise SeldError(f"{toml_path or 'command line'}: {name} {value!r}: expected one of {', '.join(allowed)}")
 
     def build(dataset: dict) -> TrainConfig:
         config = TrainConfig(
@@ -476,7 +485,7 @@ def normalization_statistics(network: SeldNetwork, recordings: list[Recording], 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise SeldError("device=cuda asked for, but torch sees no CUDA GPU")
     return torch.device(name)
 
@@ -730,7 +739,9 @@ def train_command(args) -> int:
         config = resolve_config(args.format, args.preset, args.config, args.overrides, args.data)
         split_recordings(config.data, config.format)  # a dataset that is not there fails before the run folder is made
         checkpoint = None
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(run_dir)  # --out naming a file, or a folder under one: one line, not a traceback
+    if config.feature_cache:
+        check_writable(Path(config.feature_cache))
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank keeps the folder (the others' writes raced it)
         remove_half_written_files(run_dir)
         write_text_atomic(run_dir / "config.json", json.dumps(to_dict(config), indent=1) + "\n")

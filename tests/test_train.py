@@ -158,6 +158,8 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     ("model.gru_size=-4", "gru_size -4: too small"),
     ("model.conv_kernel=2", "conv_kernel 2: must be odd"),
     ("model.dropout=1.5", "dropout 1.5: must be in [0, 1)"),
+    ("device=tpu", "device tpu: must be auto, cpu, cuda or cuda:N"),
+    ("classes=,", "classes : must be class names, none empty"),
 ])
 def test_a_bad_setting_is_one_line_before_the_run_folder_is_made(tmp_path, capsys, override, message):
     data = tiny_dataset(tmp_path / "data")
@@ -790,3 +792,22 @@ def test_a_resume_refuses_new_data_options_and_a_validation_split_that_came_or_w
     shutil.rmtree(data / "foa_dev" / "dev-val")
     assert cli(["train", "--resume", str(run), f"data={data}", "epochs=3"]) == 1
     assert "the run validated on a split (dev-val*, else dev-test*)" in capsys.readouterr().err
+
+
+def test_bad_places_and_files_are_one_line(tmp_path, capsys):
+    data = tiny_dataset(tmp_path / "data")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "latin1.toml").write_bytes(b"epochs = 1 # caf\xe9\n")
+    (tmp_path / "list.toml").write_text('format = ["foa"]\n')
+    for args, said in ((["--out", str(tmp_path / "afile")], f"{tmp_path / 'afile'}: cannot write there"),
+                       (["--out", str(tmp_path / "afile" / "sub")], "cannot write there"),
+                       (["--out", str(tmp_path / "run"), f"feature_cache={tmp_path / 'afile'}"], "cannot write there"),
+                       (["--out", str(tmp_path / "run"), "--config", str(tmp_path / "latin1.toml")], "not valid TOML"),
+                       (["--out", str(tmp_path / "run"), "--config", str(tmp_path / "list.toml")],
+                        "format ['foa']: expected one of foa, mic")):
+        assert cli(["train", "--data", str(data), "--preset", "tiny", *args]) == 1
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err, err
+    (data / "dataset.json").write_text("[1, 2]")
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run2"), "--preset", "tiny"]) == 1
+    assert "dataset.json: not a dataset description (a JSON object)" in capsys.readouterr().err
