@@ -123,6 +123,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return from_dict(hint, value, where)
         raise SeldError(f"{where}: expected a table of fields")
     if origin in (tuple, list):
+        if isinstance(value, dict):  # its keys would pass for the items
+            raise SeldError(f"{where}: cannot read a table as a list")
         if isinstance(value, str):
             value = json.loads(value) if value.startswith("[") else [v for v in value.split(",") if v]
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
@@ -137,7 +139,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
                 if value.lower() in ("false", "0", "no", "off"):
                     return False
                 raise ValueError(value)
-            return bool(value)
+            if not isinstance(value, bool):  # 5 is no truth value
+                raise ValueError(value)
+            return value
+        if hint in (int, float) and isinstance(value, bool):  # learning_rate = true trained at 1.0
+            raise ValueError(value)
         if hint in (int, float, str):
             if hint is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)

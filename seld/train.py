@@ -144,6 +144,8 @@ def dataset_defaults(root: str | Path) -> dict:
     description = dataset_description(root)
     defaults: dict = {}
     if description.get("classes"):
+        if not isinstance(description["classes"], list):  # a string would be read letter by letter
+            raise SeldError(f"{Path(root) / 'dataset.json'}: classes must be a list of names")
         defaults["classes"] = list(description["classes"])
     if description.get("distance") is False:
         defaults["model"] = {"distance": False}
@@ -176,6 +178,10 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
     """Preset -> the dataset's own settings (dataset.json) -> TOML file -> command-line
     overrides; then the model is fitted to the features and classes."""
     toml_values = load_toml(toml_path) if toml_path else {}
+    for key in ("data", "feature_cache", "init_from"):  # a file's paths are relative to it, not to where seld runs
+        value = toml_values.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and value not in ("foa", "mic"):
+            toml_values[key] = str(Path(toml_path).parent / value)
     preset_name = preset_name or toml_values.get("preset", "default")
     format_name = format_name or toml_values.get("format", "foa")
     for name, value, allowed in (("format", format_name, ("foa", "mic")), ("preset", preset_name, TRAINING_PRESETS)):
@@ -668,7 +674,11 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
 
 def _absolute_paths(config: TrainConfig) -> TrainConfig:
     cache = str(Path(config.feature_cache).resolve()) if config.feature_cache else config.feature_cache
-    return dataclasses.replace(config, data=str(Path(config.data).resolve()), feature_cache=cache)
+    # init_from: a path, unless it names a shipped model ("foa", "mic") and no such folder is here
+    start = config.init_from
+    if start and (start not in ("foa", "mic") or Path(start).exists()):
+        start = str(Path(start).resolve())
+    return dataclasses.replace(config, data=str(Path(config.data).resolve()), feature_cache=cache, init_from=start)
 
 
 _NETWORK_FIELDS = ("format", "classes", "features", "model")  # what the weights' shapes and meaning follow

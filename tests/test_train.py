@@ -811,3 +811,23 @@ def test_bad_places_and_files_are_one_line(tmp_path, capsys):
     (data / "dataset.json").write_text("[1, 2]")
     assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run2"), "--preset", "tiny"]) == 1
     assert "dataset.json: not a dataset description (a JSON object)" in capsys.readouterr().err
+
+
+def test_a_config_file_is_read_strictly_and_its_paths_are_relative_to_it(tmp_path, capsys):
+    from seld.train import resolve_config
+
+    data = tiny_dataset(tmp_path / "data")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "run.toml").write_text('data = "../data"\ninit_from = "foa"\nepochs = 2\n')
+    config = resolve_config(None, "tiny", str(tmp_path / "configs" / "run.toml"), [], None)
+    assert config.data == str(data.resolve()) and config.init_from == "foa"
+    for text, said in (("learning_rate = true", "learning_rate: cannot read True as float"),
+                       ("augment_mask = 5", "augment_mask: cannot read 5 as bool"),
+                       ("classes = {a = 1}", "classes: cannot read a table as a list")):
+        (tmp_path / "bad.toml").write_text(text + "\n")
+        assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny",
+                    "--config", str(tmp_path / "bad.toml")]) == 1
+        assert said in capsys.readouterr().err
+    (data / "dataset.json").write_text('{"classes": "bell"}')
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny"]) == 1
+    assert "dataset.json: classes must be a list of names" in capsys.readouterr().err
