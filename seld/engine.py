@@ -336,48 +336,9 @@ class Engine:
         if pool.loops == 1:
             yield from self._run_lanes(pool)
             return
-        results: queue.Queue = queue.Queue(maxsize=4 * self.parallel)
-        stop = threading.Event()
-        finished = object()
-
-        def work() -> None:
-            try:
-                for item in self._run_lanes(pool):
-                    while not stop.is_set():
-                        try:
-                            results.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            pass
-                    if stop.is_set():
-                        return
-            except BaseException as error:  # handed to the caller's thread and raised there
-                results.put(_Crash(error))
-            finally:
-                results.put(finished)
-
-        workers = [threading.Thread(target=work, name=f"seld-engine-{index}", daemon=True)
-                   for index in range(pool.loops)]
-        for worker in workers:
-            worker.start()
-        try:
-            running = len(workers)
-            while running:
-                item = results.get()
-                if item is finished:
-                    running -= 1
-                elif isinstance(item, _Crash):
-                    raise item.error
-                else:
-                    yield item
-        finally:
-            stop.set()
-            pool.close()
-            while any(worker.is_alive() for worker in workers):
-                try:
-                    results.get(timeout=0.1)
-                except queue.Empty:
-                    pass
+        # One loop per thread; their outputs reach this generator's thread as they come.
+        yield from _made_in_threads({f"seld-engine-{index}": self._run_lanes(pool) for index in range(pool.loops)},
+                                    pool.close, capacity=4 * pool.loops)
 
     def _run_lanes(self, pool: "_LanePool"):
         """One loop of `outputs_of_many`: takes signals from `pool`, runs one chunk of each in one
@@ -393,7 +354,7 @@ class Engine:
         # a call waits for its turn and another runs.
         hosts = [_HostFrames(self.spectrum, self.lanes, self.num_channels, pool.chunk) for _ in range(3 if ahead else 1)]
         steps = self._prepared_calls(pool, hosts)
-        for kind, lanes, work in _made_ahead(steps, pool.close) if ahead else steps:
+        for kind, lanes, work in _made_in_threads({"seld-engine-ahead": steps}, pool.close) if ahead else steps:
             if kind == "failed":
                 yield lanes.key, work, True
                 continue
@@ -563,15 +524,16 @@ class _Crash:
     error: BaseException
 
 
-def _made_ahead(items: Iterator, close: Callable[[], None]) -> Iterator:
-    """`items`, each made by a helper thread while the one before is used. Its errors are raised
-    here; when this stops early, `close` is called (to end a wait inside `items`) and the helper
-    is joined."""
-    made: queue.Queue = queue.Queue(maxsize=1)
+def _made_in_threads(makers: dict[str, Iterator], close: Callable[[], None], capacity: int = 1) -> Iterator:
+    """The items of each iterator in `makers` (thread name -> iterator), made by a thread of its own
+    ahead of their use, `capacity` at most waiting; interleaved as they come. An error of one is
+    raised here; when this stops (done, failed or closed early), `close` is called (to end a wait
+    inside the makers) and the threads are joined."""
+    made: queue.Queue = queue.Queue(maxsize=capacity)
     stop = threading.Event()
     finished = object()
 
-    def make() -> None:
+    def make(items: Iterator) -> None:
         try:
             for item in items:
                 while not stop.is_set():
@@ -582,21 +544,28 @@ def _made_ahead(items: Iterator, close: Callable[[], None]) -> Iterator:
                         pass
                 if stop.is_set():
                     return
-            made.put(finished)
         except BaseException as error:  # raised in the caller's thread
             made.put(_Crash(error))
+        finally:
+            made.put(finished)
 
-    helper = threading.Thread(target=make, name="seld-engine-ahead", daemon=True)
-    helper.start()
+    threads = [threading.Thread(target=make, args=(items,), name=name, daemon=True) for name, items in makers.items()]
+    for thread in threads:
+        thread.start()
     try:
-        while (item := made.get()) is not finished:
-            if isinstance(item, _Crash):
+        running = len(threads)
+        while running:
+            item = made.get()
+            if item is finished:
+                running -= 1
+            elif isinstance(item, _Crash):
                 raise item.error
-            yield item
+            else:
+                yield item
     finally:
         stop.set()
         close()
-        while helper.is_alive():
+        while any(thread.is_alive() for thread in threads):
             try:
                 made.get(timeout=0.1)
             except queue.Empty:
