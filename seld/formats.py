@@ -129,7 +129,10 @@ def _parse_integer(text: str) -> int:
 
 
 def _is_header(fields: list[str]) -> bool:
-    """No field is a number (a first row with a typo in one number is an error, not a header)."""
+    """5 to 7 fields, none a number (a first row with a typo in one number is an error, not a header;
+    a row of other separators, "0;1;0;0;0;2", too: as a header it left the file empty)."""
+    if not 5 <= len(fields) <= 7:
+        return False
     for field in fields:
         try:
             float(field)
@@ -191,7 +194,8 @@ def _is_cartesian_6(numbers: np.ndarray) -> bool:
     return bool(np.all(np.abs(vectors) <= 1.0) and np.all(np.abs(vectors).max(axis=1) > 0))
 
 
-def read_events(path: str | os.PathLike, kind: Kind, six_columns: str = "auto") -> Events:
+def read_events(path: str | os.PathLike, kind: Kind, six_columns: str = "auto",
+                read_as_cartesian: list | None = None) -> Events:
     """Read a reference (``kind="reference"``, distance in cm) or prediction (distance in m) CSV.
     ``six_columns``: how a 6-column prediction file is read (see the module docstring).
 
@@ -220,6 +224,8 @@ def read_events(path: str | os.PathLike, kind: Kind, six_columns: str = "auto") 
         return Events.from_cartesian(frame, class_index, track, x, y, z, numbers[:, 3] * distance_scale)
     # 6 columns: polar with distance, or (predictions only) Cartesian without.
     if kind == "prediction" and (six_columns == "cartesian" or (six_columns == "auto" and _is_cartesian_6(numbers))):
+        if six_columns == "auto" and read_as_cartesian is not None:  # the caller says so: it was a guess
+            read_as_cartesian.append(path)
         return Events.from_cartesian(frame, class_index, track, numbers[:, 0], numbers[:, 1], numbers[:, 2], None)
     return Events(frame, class_index, track, numbers[:, 0], numbers[:, 1], numbers[:, 2] * distance_scale)
 
@@ -229,9 +235,10 @@ def read_reference(path: str | os.PathLike) -> Events:
     return read_events(path, "reference")
 
 
-def read_prediction(path: str | os.PathLike, six_columns: str = "auto") -> Events:
+def read_prediction(path: str | os.PathLike, six_columns: str = "auto", read_as_cartesian: list | None = None
+                    ) -> Events:
     """A prediction CSV of any variant (polar or Cartesian, with or without distance in m)."""
-    return read_events(path, "prediction", six_columns)
+    return read_events(path, "prediction", six_columns, read_as_cartesian)
 
 
 # ----------------------------------------------------------------------------- writing

@@ -40,7 +40,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from seld import SeldError
-from seld.formats import Events, match_files, read_prediction, read_reference
+from seld.formats import Events, find_csv_files, match_files, read_prediction, read_reference
 
 # The official code guards every division with float64's machine epsilon.
 EPS = float(np.finfo(np.float64).eps)
@@ -454,12 +454,26 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
         more = f"; and {len(pairs.skipped) - 3} more" if len(pairs.skipped) > 3 else ""
         raise SeldError(f"no prediction CSV under {prediction_folder} matches a reference CSV under "
                         f"{reference_folder} (by relative path or by file name){reasons}{more}")
-    loaded = [(prediction_path, reference_path, read_prediction(prediction_path, six_columns),
+    guessed: list = []
+    loaded = [(prediction_path, reference_path, read_prediction(prediction_path, six_columns, guessed),
                read_reference(reference_path))
               for prediction_path, reference_path in pairs.matched]
+    notes = []
+    if guessed:
+        notes.append(f"{len(guessed)} 6-column prediction file(s) read as x,y,z (every value in [-1, 1], as the "
+                     f"baselines write them), e.g. {guessed[0]}; --pred-format polar reads azimuth,elevation,distance")
+    unscored = len(find_csv_files(Path(reference_folder))) - len(pairs.matched)
+    if unscored:
+        notes.append(f"{unscored} reference file(s) without a prediction: not scored (as the DCASE code does)")
+    without = [path for path, _, prediction, reference in loaded
+               if not (prediction.has_distance and reference.has_distance)]
     if use_distance is None:
-        use_distance = metrics == "dcase2024" and all(
-            prediction.has_distance and reference.has_distance for _, _, prediction, reference in loaded)
+        use_distance = metrics == "dcase2024" and not without
+        if metrics == "dcase2024" and without and len(without) < len(loaded):
+            notes.append(f"distance not scored: {len(without)} of {len(loaded)} file pairs have none, "
+                         f"e.g. {without[0]}")
+    for note in notes:
+        print(f"seld evaluate: {note}", file=sys.stderr)
     if use_distance:
         _warn_if_swapped(reference_folder, prediction_folder, loaded)
     scorer = SeldScorer(metrics=metrics, average=average, use_distance=use_distance, num_classes=num_classes)

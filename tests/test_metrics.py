@@ -332,3 +332,24 @@ def test_folders_given_the_other_way_round_are_warned_of(seld_cli, tmp_path):
     assert right.returncode == 0 and "warning" not in right.stderr
     swapped = seld_cli("evaluate", "--ref", predictions, "--pred", references)
     assert f"are --ref {predictions} and --pred {references} the other way round?" in swapped.stderr
+
+
+def test_what_evaluate_guessed_or_left_out_is_said(seld_cli, tmp_path):
+    references, predictions = tmp_path / "ref", tmp_path / "pred"
+    references.mkdir()
+    predictions.mkdir()
+    for name in ("a", "b", "c"):
+        (references / f"{name}.csv").write_text("".join(f"{frame},1,0,30,10,150\n" for frame in range(20)))
+    (predictions / "a.csv").write_text("".join(f"{frame},1,0,0.8,0.4,0.1\n" for frame in range(20)))  # x,y,z
+    (predictions / "b.csv").write_text("".join(f"{frame},1,0,31,10\n" for frame in range(20)))  # no distance
+    result = seld_cli("evaluate", "--ref", references, "--pred", predictions)
+    assert result.returncode == 0, result.stderr
+    assert "1 6-column prediction file(s) read as x,y,z" in result.stderr and "--pred-format polar" in result.stderr
+    assert "1 reference file(s) without a prediction: not scored (as the DCASE code does)" in result.stderr
+    assert "distance not scored: 2 of 2 file pairs have none" not in result.stderr  # all lack it: nothing to say
+    (predictions / "a.csv").write_text("".join(f"{frame},1,0,31,10,1.5\n" for frame in range(20)))
+    result = seld_cli("evaluate", "--ref", references, "--pred", predictions)
+    assert f"distance not scored: 1 of 2 file pairs have none, e.g. {predictions / 'b.csv'}" in result.stderr
+    (predictions / "b.csv").write_text("0;1;0;31;10;1.5\n")  # other separators: no header, an error
+    result = seld_cli("evaluate", "--ref", references, "--pred", predictions)
+    assert result.returncode == 1 and "b.csv" in result.stderr and "columns" in result.stderr
