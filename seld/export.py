@@ -235,6 +235,9 @@ def _read_package(folder: Path) -> tuple[SeldNetwork, dict, dict, str | None]:
     return network, info, config, card
 
 
+PACKAGE_FILES = ("seld.json", "model.onnx", "stream.onnx", "weights.safetensors", "README.md")
+
+
 def _check_replaceable(out_dir: Path) -> None:
     """Export replaces a model package or an empty folder, nothing else (a mistyped --out)."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -242,6 +245,10 @@ def _check_replaceable(out_dir: Path) -> None:
     if out_dir.is_dir() and not (out_dir / "seld.json").is_file() and any(out_dir.iterdir()):
         raise SeldError(f"{out_dir}: exists and is not a model package; export replaces only a package "
                         "or an empty folder")
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in PACKAGE_FILES) if out_dir.is_dir() else []
+    if others:  # replacing the package deleted them without a word
+        raise SeldError(f"{out_dir}: holds other files than a package's ({', '.join(others[:3])}); export replaces "
+                        "the whole folder: move them, or pick another --out")
 
 
 def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Path, name: str | None = None) -> dict:

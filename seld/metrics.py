@@ -205,8 +205,10 @@ class SeldScorer:
         for events, side in ((reference, "reference"), (prediction, "prediction")):
             at = (reference_name or label) if side == "reference" else label  # errors name the file at fault
             if len(events) and int(events.class_index.max()) >= self.num_classes:
-                raise SeldError(f"{at}: {side} has class {int(events.class_index.max())}, "
-                                f"but only {self.num_classes} classes are scored (--classes)")
+                first = int(np.argmax(events.class_index >= self.num_classes))
+                raise SeldError(f"{at}: {side} has class {int(events.class_index.max())} (first at frame "
+                                f"{int(events.frame[first])}), but only {self.num_classes} classes are scored "
+                                f"(--classes)")
             if self.use_distance and not events.has_distance:
                 raise SeldError(f"{at}: the {side} has no distances; score without distance "
                                 "(--no-distance) or give distances on both sides")

@@ -235,7 +235,7 @@ def test_export_replaces_a_package_whole_or_not_at_all(tiny_run, tmp_path, monke
 
     out = tmp_path / "model"
     export_package([str(tiny_run)], out)
-    (out / "marker").write_text("the old package")
+    (out / "README.md").write_text("the old package")
     rename = Path.rename
 
     def failing_rename(self, target):  # the new package cannot be put in place (a full disk, say)
@@ -247,10 +247,15 @@ def test_export_replaces_a_package_whole_or_not_at_all(tiny_run, tmp_path, monke
     with pytest.raises(SeldError, match="cannot put the package in place"):
         export_package([str(tiny_run)], out)
     monkeypatch.undo()
-    assert (out / "marker").is_file() and Engine(out, device="cpu")  # the old one, whole
+    assert (out / "README.md").read_text() == "the old package" and Engine(out, device="cpu")  # the old one, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing else left beside it
     export_package([str(tiny_run)], out)
-    assert not (out / "marker").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert (out / "README.md").read_text() != "the old package"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    (out / "notes.txt").write_text("mine")  # replacing the package deleted it without a word
+    with pytest.raises(SeldError, match=r"model: holds other files than a package's \(notes.txt\)"):
+        export_package([str(tiny_run)], out)
+    assert (out / "notes.txt").read_text() == "mine"
     (tmp_path / "a-file").write_text("")
     with pytest.raises(SeldError, match="a-file/pkg: cannot write the package there"):
         export_package([str(tiny_run)], tmp_path / "a-file" / "pkg")

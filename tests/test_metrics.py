@@ -320,6 +320,9 @@ def test_the_class_count_comes_from_the_datasets_own_description(seld_cli, tmp_p
     assert f"3 classes, as {tmp_path / 'data' / 'dataset.json'} names them" in completed.stderr
     completed = seld_cli("evaluate", "--ref", references, "--pred", predictions, "--json", "--classes", "13")
     assert len(json.loads(completed.stdout)["classwise"]["F"]) == 13
+    (predictions / "mix.csv").write_text("0,1,0,31,10,1.5\n7,5,0,31,10,1.5\n")
+    completed = seld_cli("evaluate", "--ref", references, "--pred", predictions)
+    assert "mix.csv: prediction has class 5 (first at frame 7), but only 3 classes are scored" in completed.stderr
 
 
 def test_folders_given_the_other_way_round_are_warned_of(seld_cli, tmp_path):
