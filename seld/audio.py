@@ -95,11 +95,18 @@ def _check_channels(path: Path, found: int, wanted: int | None) -> None:
         raise SeldError(f"{path}: has {found} channels, the array needs {wanted}")
 
 
+def first_non_finite(block: np.ndarray) -> int | None:
+    """The first sample of `block` [channels, n] that is NaN or infinite in some channel, or None.
+    One summing pass finds any (they propagate through a sum); only then the exact search."""
+    if np.isfinite(np.add.reduce(block, axis=None)) or np.isfinite(block).all():
+        return None
+    return int(np.argmax(~np.isfinite(block).all(axis=0)))
+
+
 def check_finite(path: Path, block: np.ndarray, offset: int, rate: int) -> None:
     """`block` [channels, n]: an error at its first sample that is NaN or infinite."""
-    if not np.isfinite(block).all():
-        where = offset + int(np.argmax(~np.isfinite(block).all(axis=0)))
-        raise SeldError(f"{path}: NaN or Inf samples (first at {where / rate:.3f} s)")
+    if (where := first_non_finite(block)) is not None:
+        raise SeldError(f"{path}: NaN or Inf samples (first at {(offset + where) / rate:.3f} s)")
 
 
 # Integer files read as integers and scaled here: the same float32 values as libsndfile's own
@@ -242,7 +249,7 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_R
         raise SeldError(f"{path}: not written: the audio has NaN or infinite samples")
     try:
         with atomic_path(path) as temporary:
-            soundfile.write(temporary, np.asarray(audio).T, sample_rate, subtype=subtype, format=_format_of(path))
+            soundfile.write(temporary, audio.T, sample_rate, subtype=subtype, format=_format_of(path))
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
         # libsndfile says only "System error." when the disk is full.
         reason = "no space left on the device" if _nearly_full(path.parent) else (

@@ -45,6 +45,7 @@ import scipy.fft
 
 from seld import SeldError
 from seld.arrays import Array
+from seld.audio import first_non_finite
 from seld.decode import Detection, EventTracker, OutputLayout, decode, frame_json
 from seld.outputs import decode_outputs
 from seld.spectrum import FeatureConfig, HostSpectrum
@@ -512,9 +513,7 @@ class Engine:
             middle = 0 if kind == "i" else (info.max + 1) // 2
             return ((audio - middle) * np.float32(1.0 / (info.max - middle + 1))).astype(np.float32)
         audio = np.asarray(audio, dtype=np.float32)
-        # One summing pass finds any NaN or infinity (it propagates); only then the exact search.
-        if not np.isfinite(np.add.reduce(audio, axis=None)) and not np.isfinite(audio).all():
-            where = int(np.argmax(~np.isfinite(audio).all(axis=0)))
+        if (where := first_non_finite(audio)) is not None:
             raise SeldError(f"audio: NaN or infinite samples (first at sample {where})")
         return audio
 

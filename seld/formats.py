@@ -318,6 +318,7 @@ class FilePairs:
 
     matched: list[tuple[Path, Path]]  # (prediction path, reference path), absolute
     skipped: list[tuple[Path, str]]
+    unpaired_references: int = 0  # references no prediction was paired with (not scored)
 
 
 def match_files(reference_folder: str | os.PathLike, prediction_folder: str | os.PathLike) -> FilePairs:
@@ -360,4 +361,4 @@ def match_files(reference_folder: str | os.PathLike, prediction_folder: str | os
                             "place it at the same relative path as its reference"))
         else:
             matched.append((prediction_root / relative, reference_root / candidates[0]))
-    return FilePairs(matched, skipped)
+    return FilePairs(matched, skipped, len(references) - len(matched))

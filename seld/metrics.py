@@ -40,7 +40,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from seld import SeldError
-from seld.formats import Events, find_csv_files, match_files, read_prediction, read_reference
+from seld.formats import Events, match_files, read_prediction, read_reference
 
 # The official code guards every division with float64's machine epsilon.
 EPS = float(np.finfo(np.float64).eps)
@@ -464,9 +464,9 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
     if guessed:
         notes.append(f"{len(guessed)} 6-column prediction file(s) read as x,y,z (every value in [-1, 1], as the "
                      f"baselines write them), e.g. {guessed[0]}; --pred-format polar reads azimuth,elevation,distance")
-    unscored = len(find_csv_files(Path(reference_folder))) - len(pairs.matched)
-    if unscored:
-        notes.append(f"{unscored} reference file(s) without a prediction: not scored (as the DCASE code does)")
+    if pairs.unpaired_references:
+        notes.append(f"{pairs.unpaired_references} reference file(s) without a prediction: not scored (as the DCASE "
+                     "code does)")
     without = [path for path, _, prediction, reference in loaded
                if not (prediction.has_distance and reference.has_distance)]
     if use_distance is None:

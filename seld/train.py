@@ -16,8 +16,8 @@ import io
 import json
 import logging
 import math
-import re
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -686,9 +686,9 @@ _NETWORK_FIELDS = ("format", "classes", "features", "model")  # what the weights
 
 def _network_settings(config: TrainConfig) -> dict:
     """The settings the weights' shapes and meaning follow, flat: {"model.gru_size": 128, ...}."""
-    flat = {}
+    flat, settings = {}, to_dict(config)
     for name in _NETWORK_FIELDS:
-        value = to_dict(config)[name]
+        value = settings[name]
         flat.update({f"{name}.{key}": item for key, item in value.items()} if isinstance(value, dict) else {name: value})
     return flat
 
