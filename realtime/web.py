@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import queue
+import secrets
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ CLIENT_QUEUE = 64  # frames a page may lag behind before it loses some
 KEEPALIVE_S = 10.0
 HISTORY_FRAMES = 300  # the page's timeline: 30 s of label frames
 IDLE_TIMEOUT_S = 60.0  # a connection silent this long (no request yet, or a page not reading) is closed
+HOST = "127.0.0.1"  # this machine only: the page shows what its microphones hear
 
 
 class _Server(ThreadingHTTPServer):
@@ -42,8 +44,11 @@ class _Server(ThreadingHTTPServer):
 class WebView:
     """The HTTP server and its page; a display of the live loop."""
 
-    def __init__(self, port: int, info: dict, host: str = "127.0.0.1"):
-        self.info, self.host = info, host
+    def __init__(self, port: int, info: dict):
+        # Frame ids are RUN-FRAME: a page that reconnects to a new run on the same port (the old
+        # one was stopped) is given all of it, and knows to start its timeline afresh.
+        self.run = secrets.token_hex(4)
+        self.info = {**info, "run": self.run}
         self.clients: set[queue.Queue] = set()
         self.history: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=HISTORY_FRAMES)  # (frame, message)
         self.clients_lock = threading.Lock()
@@ -68,6 +73,8 @@ class WebView:
                     self._send(200, "application/json", json.dumps(view.last_stats).encode())
                 elif path == "/events":
                     view._serve_events(self)
+                elif path == "/favicon.ico":  # browsers ask; an error in the page's console otherwise
+                    self._send(204, "image/x-icon", b"")
                 else:
                     self._send(404, "text/plain", b"not found\n")
 
@@ -88,10 +95,10 @@ class WebView:
                 log.debug("web: " + format, *args)
 
         try:
-            self.server = _Server((host, port), Handler)
+            self.server = _Server((HOST, port), Handler)
         except OSError as error:
-            raise SeldError(f"--web {port}: cannot listen on {host}:{port} ({error.strerror})") from None
-        self.url = f"http://{host}:{self.server.server_address[1]}/"
+            raise SeldError(f"--web {port}: cannot listen on {HOST}:{port} ({error.strerror})") from None
+        self.url = f"http://{HOST}:{self.server.server_address[1]}/"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
                                        name="seld-web", daemon=True)
         self.thread.start()
@@ -101,7 +108,7 @@ class WebView:
         if not header:
             return True
         name = header if header.endswith("]") else header.rsplit(":", 1)[0]
-        return name.strip("[]").lower() in ("127.0.0.1", "localhost", "::1", self.host)
+        return name.strip("[]").lower() in ("127.0.0.1", "localhost", "::1")
 
     def _serve_events(self, handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
@@ -113,11 +120,9 @@ class WebView:
             return
         mailbox: queue.Queue = queue.Queue(CLIENT_QUEUE)
         # A page that reconnects says the last frame it got (EventSource sends the last `id:`):
-        # it gets only the frames after it, not its timeline twice.
-        try:
-            seen = int(handler.headers.get("Last-Event-ID", -1))
-        except ValueError:
-            seen = -1
+        # it gets only the frames of this run after it, not its timeline twice.
+        run, _, frame = handler.headers.get("Last-Event-ID", "").partition("-")
+        seen = int(frame) if run == self.run and frame.isdigit() else -1
         with self.clients_lock:  # with close(): a page gets the end event however late it comes
             backlog = [message for frame, message in self.history if frame > seen]  # opened mid-run: the timeline so far
             if self.closing:
@@ -156,7 +161,7 @@ class WebView:
 
     def frame(self, frame: dict, stats: dict) -> None:
         self.last_stats = stats
-        self._publish(f"id: {frame['frame']}\nevent: frame\ndata: ".encode()
+        self._publish(f"id: {self.run}-{frame['frame']}\nevent: frame\ndata: ".encode()
                       + json.dumps({"frame": frame, "stats": stats}).encode() + b"\n\n", frame=frame["frame"])
 
     def idle(self, stats: dict) -> None:

@@ -542,7 +542,12 @@ def test_web_view_serves_the_page_and_streams_frames(tmp_path):
     page = connection.getresponse()
     assert page.status == 200 and b"EventSource" in page.read()
     connection.request("GET", "/info")
-    assert json.loads(connection.getresponse().read())["class_names"] == ["tone"]
+    assert json.loads(connection.getresponse().read()) == {"model": "stand-in", "class_names": ["tone"],
+                                                          "has_distance": False, "source": "file", "run": web.run}
+    connection.request("GET", "/favicon.ico")  # browsers ask: no error in the page's console
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 204
     connection.request("GET", "/nothing")
     response = connection.getresponse()
     response.read()
@@ -667,7 +672,9 @@ def test_web_view_resends_only_the_frames_a_reconnecting_page_missed():
         for raw in response:
             line = raw.decode().rstrip("\n")
             if line.startswith("id: "):
-                ids.append(int(line[4:]))
+                run, frame = line[4:].split("-")
+                assert run == web.run
+                ids.append(int(frame))
             elif line.startswith("data: ") and "frame" in json.loads(line[6:]):
                 frames.append(json.loads(line[6:])["frame"]["frame"])
             elif line.startswith("event: end"):
@@ -679,8 +686,10 @@ def test_web_view_resends_only_the_frames_a_reconnecting_page_missed():
         results: dict[str, list[int]] = {}
         listeners = [threading.Thread(target=lambda k=key, h=headers: results.__setitem__(k, frames_received(h)),
                                       daemon=True)
-                     for key, headers in (("new", {}), ("back", {"Last-Event-ID": "6"}),
-                                          ("odd", {"Last-Event-ID": "x"}))]
+                     for key, headers in (("new", {}), ("back", {"Last-Event-ID": f"{web.run}-6"}),
+                                          ("odd", {"Last-Event-ID": "x"}),
+                                          # the page saw another run on this port (since stopped): all of this one
+                                          ("other run", {"Last-Event-ID": "0badc0de-6"}))]
         for listener in listeners:
             listener.start()
         deadline = time.monotonic() + 10
@@ -691,7 +700,8 @@ def test_web_view_resends_only_the_frames_a_reconnecting_page_missed():
         web.close({"elapsed_s": 1.0})
     for listener in listeners:
         listener.join(timeout=5)
-    assert results == {"new": list(range(11)), "back": [7, 8, 9, 10], "odd": list(range(11))}
+    assert results == {"new": list(range(11)), "back": [7, 8, 9, 10], "odd": list(range(11)),
+                       "other run": list(range(11))}
 
 
 def test_web_view_closes_without_waiting_on_a_stalled_page_and_tells_a_silent_input():

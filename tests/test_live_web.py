@@ -148,4 +148,55 @@ def test_web_page_shows_the_live_source(chromium, artifacts, tmp_path):
     finally:
         runner.join(timeout=15)
     assert not runner.is_alive()
+    # The run ended: said so in plain (not failure) colour, and its last sources are gone.
+    chromium.wait_for("document.getElementById('status').textContent.startsWith('end of')")
+    assert chromium.evaluate("document.getElementById('status').className") == "ended"
+    assert chromium.evaluate(SOURCES) == ""
     print(f"\nscreenshot: {shot}")
+
+
+def frame_message(frame: int, class_index: int, elapsed_s: float) -> tuple[dict, dict]:
+    event = {"class": class_index, "class_name": "x", "track": 0, "azimuth": 30.0, "elevation": 0.0,
+             "distance_m": None, "confidence": 0.9}
+    return ({"frame": frame, "time_s": frame / 10, "events": [event]},
+            {"elapsed_s": elapsed_s, "latency_ms": 1.0, "latency_p99_ms": 1.0, "overflows": 0, "provider": "cpu"})
+
+
+def test_web_page_starts_afresh_on_a_new_run_and_fits_a_phone(chromium, artifacts):
+    """A run killed without its end event, then another on the same port: the page reconnects and
+    shows the new run's model and only its frames; a lost connection shows no stale sources; at
+    375 px the page needs no sideways scrolling."""
+    from seld.realtime.web import WebView
+
+    first = WebView(0, {"model": "first-model", "class_names": ["a", "b"], "has_distance": False})
+    port = first.server.server_address[1]
+    try:
+        chromium.open(first.url)
+        chromium.call("Emulation.setDeviceMetricsOverride", {"width": 375, "height": 800, "deviceScaleFactor": 1,
+                                                              "mobile": True})
+        chromium.wait_for("document.getElementById('status').textContent === 'live'")
+        for frame in range(20):
+            first.frame(*frame_message(frame, 0, 5.0 + frame / 10))
+        chromium.wait_for("document.body.dataset.frame === '19'")
+        assert chromium.evaluate("columns.length") == 20
+        assert chromium.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        chromium.screenshot(artifacts / "live_web_375px.png")
+    finally:  # killed: its connections drop without an end event
+        with first.clients_lock:
+            for mailbox in first.clients:
+                mailbox.put(None)
+        first.server.shutdown()
+        first.server.server_close()
+    chromium.wait_for("document.getElementById('status').textContent === 'disconnected'")
+    assert chromium.evaluate(SOURCES) == ""
+    second = WebView(port, {"model": "second-model", "class_names": ["c", "d", "e"], "has_distance": False})
+    try:
+        chromium.wait_for("document.getElementById('status').textContent === 'live'")  # EventSource retried
+        for frame in range(3):
+            second.frame(*frame_message(frame, 2, 0.5 + frame / 10))
+        chromium.wait_for("document.body.dataset.frame === '2'")
+        chromium.wait_for("document.getElementById('model').textContent.startsWith('second-model')")
+        assert chromium.evaluate("columns.length") == 3
+        assert chromium.evaluate("info.class_names.join()") == "c,d,e"
+    finally:
+        second.close({"elapsed_s": 1.0, "ending": "stopped"})
