@@ -16,10 +16,13 @@ import collections
 import contextlib
 import glob
 import itertools
+import json
 import logging
+import os
 import sys
+import threading
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -29,14 +32,16 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from seld import SeldError
+from seld.atomic import check_writable, temporary_prefix
 from seld.audio import audio_info, iter_audio_blocks
-from seld.engine import Engine
+from seld.engine import Engine, ModelInfo
 from seld.models import default_model_dir
-from seld.outputs import FileOutputs, output_path
+from seld.outputs import FileOutputs, output_path, path_text
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
+# What a folder or pattern search takes: the formats libsndfile reads (a file named alone is tried whatever its name).
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".caf", ".w64", ".rf64"}
 READ_BLOCK_S = 10.0  # seconds per block read from a file
 STREAM_BLOCK = 4800  # samples per block pushed with --streaming (200 ms, as a sound card would)
 STREAMING_AHEAD = 4  # files per engine thread in flight with --streaming (each holds its outputs open)
@@ -71,6 +76,37 @@ def has_outputs(job: Job) -> bool:
     return output_path(job.output_stem, ".csv").exists() and output_path(job.output_stem, ".json").exists()
 
 
+def outputs_made_by(job: Job) -> tuple[str, str] | None:
+    """(file, model) that the job's outputs record (NAME.json's first line), or None when they
+    are not there or cannot be read."""
+    if not has_outputs(job):
+        return None
+    try:
+        with output_path(job.output_stem, ".json").open(encoding="utf-8") as handle:
+            line = handle.readline()
+        header = json.loads(line if line.rstrip().endswith("}") else line + "]}")  # events follow, a line each
+        return str(header["file"]), str(header["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _same_file(recorded: str, source: Path) -> bool:
+    if recorded == path_text(source):
+        return True
+    try:
+        return os.path.samefile(recorded, source)  # named another way, or from another folder
+    except OSError:
+        return False
+
+
+def remove_temporaries(job: Job) -> None:
+    """Temporary files a killed run left for this job's outputs (".NAME.csv.<random>.tmp")."""
+    for suffix in (".csv", ".json", ".png"):
+        path = output_path(job.output_stem, suffix)
+        for temporary in path.parent.glob(f"{glob.escape(temporary_prefix(path))}*.tmp"):
+            temporary.unlink(missing_ok=True)
+
+
 def _has_magic(text: str) -> bool:
     return any(character in text for character in "*?[")
 
@@ -97,6 +133,8 @@ def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str
             if not found:
                 problems.append(f"{text}: folder holds no audio file ({', '.join(sorted(AUDIO_SUFFIXES))})")
             jobs += found
+        elif text.endswith(("/", os.sep)) and not item.exists():
+            problems.append(f"{text}: no such folder")
         elif item.exists() or not _has_magic(text):
             jobs.append(Job(item, out_dir / item.stem))  # a missing file is reported when it is opened
         else:
@@ -112,16 +150,31 @@ def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str
             if not found:
                 problems.append(f"{text}: matches no audio file")
             jobs += found
-    unique = list(dict.fromkeys(jobs))  # a file named twice (a pattern and its folder) is done once
+    # A file named twice (a pattern and its folder, a relative and an absolute path) is done once, as first named.
+    unique, seen = [], set()
+    for job in jobs:
+        if (identity := _identity(job.source)) not in seen:
+            seen.add(identity)
+            unique.append(job)
     by_stem: dict[Path, list[Job]] = {}
     for job in unique:
         by_stem.setdefault(job.output_stem, []).append(job)
     for stem, same in by_stem.items():
         if len(same) > 1:  # e.g. take.wav and take.flac: neither is annotated, the others are
-            hint = "rename one" if len({job.source.parent for job in same}) == 1 else "give their folder instead"
+            parents = {job.source.parent for job in same}
+            hint = ("rename one" if len(parents) == 1 else
+                    f"give their common folder ({os.path.commonpath([p.absolute() for p in parents])}) instead, "
+                    f"or separate --out folders")
             problems += [f"{job.source}: not annotated: {', '.join(str(other.source) for other in same if other != job)} "
                          f"would write the same outputs ({stem}.csv); {hint}" for job in same]
     return [job for job in unique if len(by_stem[job.output_stem]) == 1], problems
+
+
+def _identity(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: reported when it is opened
+        return path.absolute()
 
 
 def _open_outputs(engine: Engine, progress: _Progress, plot: bool) -> FileOutputs:
@@ -146,12 +199,17 @@ def _blocks(engine: Engine, progress: _Progress) -> Iterator[np.ndarray]:
                              block_samples=int(READ_BLOCK_S * progress.rate))
 
 
-def _annotate_streaming(engine: Engine, progress: _Progress, plot: bool) -> FileOutputs | SeldError:
-    """One file through the streaming engine, pushed in sound-card-sized blocks."""
+def _annotate_streaming(engine: Engine, progress: _Progress, plot: bool, stop: threading.Event
+                        ) -> FileOutputs | SeldError | None:
+    """One file through the streaming engine, pushed in sound-card-sized blocks; None when `stop`
+    was set (the run was interrupted: its outputs are discarded)."""
     try:
         outputs = _open_outputs(engine, progress, plot)
         stream = engine.stream(keep_events=True)
         for block in _blocks(engine, progress):
+            if stop.is_set():
+                outputs.discard()
+                return None
             progress.samples += block.shape[1]
             for start in range(0, block.shape[1], STREAM_BLOCK):
                 frames = stream.push(block[:, start:start + STREAM_BLOCK])
@@ -223,7 +281,8 @@ def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bo
         try:
             rate, channels, frames = audio_info(job.source)
             if channels != engine.num_channels:
-                raise SeldError(f"{job.source}: has {channels} channels, the array needs {engine.num_channels}")
+                raise SeldError(f"{job.source}: has {channels} channel{'s' * (channels != 1)}, "
+                                f"the array needs {engine.num_channels}")
             files.append(_Progress(job, rate, frames))
         except SeldError as error:
             failures.append(str(error))
@@ -236,15 +295,16 @@ def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bo
     started = time.perf_counter()
     completed, audio_seconds = 0, 0.0
     try:
-        results = (_annotate_streaming_all(engine, files, plot) if streaming
+        results = (_annotate_streaming_all(engine, files, bar, plot) if streaming
                    else _annotate_all(engine, files, readers, bar, plot))
         for progress, outcome in results:
             if isinstance(outcome, FileOutputs):
                 try:
                     outcome.commit(progress.job.source, engine.name, engine.sample_rate,
                                    progress.samples / engine.sample_rate)
-                except OSError as error:
-                    outcome = SeldError(f"{progress.job.source}: cannot write its outputs ({error})")
+                except Exception as error:  # a full disk, or a plot that cannot be drawn: this file fails
+                    outcome = SeldError(f"{progress.job.source}: cannot write its outputs "
+                                        f"({error if isinstance(error, OSError) else f'{type(error).__name__}: {error}'})")
             if isinstance(outcome, SeldError) and progress.outputs is not None:
                 progress.outputs.discard()
             progress.outputs = None
@@ -266,32 +326,39 @@ def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bo
 
 
 def annotate_command(args) -> int:
-    from seld.annotate_processes import annotate_in_processes, default_processes
+    from seld.annotate_processes import annotate_in_processes, default_processes, sigterm_interrupts
 
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise SeldError(f"--out {out_dir}: exists and is not a folder")
+    model_dir = Path(args.model) if args.model else default_model_dir(args.format)
+    model_name = ModelInfo.load(model_dir).data.get("name", model_dir.name)  # as Engine.name
     jobs, problems = find_jobs(args.inputs, out_dir)
+    if not args.overwrite:
+        jobs, done, others = _left_to_do(jobs, model_name, args.plot)
+        problems += others
+        if done:
+            print(f"skipping {done} file(s) already annotated (--overwrite redoes them)")
     for problem in problems:
         print(f"skipped: {problem}", file=sys.stderr)
-    if not args.overwrite:
-        done = [job for job in jobs if has_outputs(job) and (not args.plot or output_path(job.output_stem, ".png").exists())]
-        if done:
-            print(f"skipping {len(done)} file(s) already annotated (--overwrite redoes them)")
-        jobs = [job for job in jobs if job not in done]
+    if jobs:
+        check_writable(out_dir)  # before hours of inference, not after
+    for job in jobs:  # what a killed run left
+        remove_temporaries(job)
     processes = min(args.processes or default_processes(len(jobs)), len(jobs))
     if args.streaming and processes > 1:
         log.warning("--streaming runs in one process: --processes %d not used", processes)
         processes = 1
-    if processes > 1:
-        summary = annotate_in_processes(args.model or default_model_dir(args.format), args.device, jobs, processes,
-                                        readers=args.workers, plot=args.plot)
-    else:
-        engine = Engine(args.model or default_model_dir(args.format), args.device, "batch")
-        log.info("model %s on %s", engine.name, ", ".join(engine.providers))
-        if args.streaming and not engine.causal:
-            raise SeldError(f"{engine.model_dir}: --streaming needs a causal model")
-        summary = annotate(engine, jobs, readers=args.workers, streaming=args.streaming, plot=args.plot)
+    with sigterm_interrupts():  # SIGTERM (systemd, docker, timeout) unwinds as Ctrl-C: no temporary files stay
+        if processes > 1:
+            summary = annotate_in_processes(model_dir, args.device, jobs, processes, readers=args.workers,
+                                            plot=args.plot)
+        else:
+            engine = Engine(model_dir, args.device, "batch")
+            log.info("model %s on %s", engine.name, ", ".join(engine.providers))
+            if args.streaming and not engine.causal:
+                raise SeldError(f"{engine.model_dir}: --streaming needs a causal model")
+            summary = annotate(engine, jobs, readers=args.workers, streaming=args.streaming, plot=args.plot)
     summary.failures[:0] = problems
     print(summary.line(out_dir))
     if summary.failures:
@@ -300,6 +367,31 @@ def annotate_command(args) -> int:
             print(f"  {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _left_to_do(jobs: list[Job], model_name: str, plot: bool) -> tuple[list[Job], int, list[str]]:
+    """(jobs to run, how many are done already, problems): a job whose outputs this file and model
+    made (with a plot, when one is asked for) is done; one whose outputs another file or model made
+    is refused, so that a rerun neither keeps nor overwrites them unasked."""
+    left, done, problems = [], 0, []
+    for job in jobs:
+        made = outputs_made_by(job)
+        if made is None:
+            left.append(job)
+            continue
+        file, model = made
+        there = output_path(job.output_stem, ".json")
+        if not _same_file(file, job.source):
+            problems.append(f"{job.source}: not annotated: {there} holds the outputs of another file ({file}); "
+                            f"--overwrite replaces them, or give another --out")
+        elif model != model_name:
+            problems.append(f"{job.source}: not annotated: {there} holds outputs of model {model}, not {model_name}; "
+                            f"--overwrite replaces them, or give another --out")
+        elif plot and not output_path(job.output_stem, ".png").exists():
+            left.append(job)
+        else:
+            done += 1
+    return left, done, problems
 
 
 def _annotate_all(engine: Engine, files: list[_Progress], readers: int, bar: _Bar, plot: bool
@@ -333,18 +425,38 @@ def _annotate_all(engine: Engine, files: list[_Progress], readers: int, bar: _Ba
                 progress.reported_s = seconds
 
 
-def _annotate_streaming_all(engine: Engine, files: list[_Progress], plot: bool
+def _annotate_streaming_all(engine: Engine, files: list[_Progress], bar: _Bar, plot: bool
                             ) -> Iterator[tuple[_Progress, FileOutputs | SeldError]]:
     """--streaming: each file through the streaming engine, one file per engine thread, in order.
     A few files ahead at most: each holds its open outputs until its turn comes, so a long file
-    with thousands of short ones behind it would run out of file descriptors."""
-    with ThreadPoolExecutor(engine.parallel, thread_name_prefix="seld-stream") as pool:
-        running: collections.deque = collections.deque()
+    with thousands of short ones behind it would run out of file descriptors. The bar advances
+    with the files being read; an interrupt stops the files in flight at their next block."""
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(engine.parallel, thread_name_prefix="seld-stream")
+    running: collections.deque = collections.deque()
+
+    def next_done():
+        first, result = running.popleft()
+        while not _wait(result):
+            for progress, _ in [(first, result), *running]:
+                seconds = min(progress.samples / engine.sample_rate, progress.duration_s)
+                bar.advance(seconds - progress.reported_s)
+                progress.reported_s = seconds
+        return first, result.result()
+
+    try:
         for progress in files:
-            running.append((progress, pool.submit(_annotate_streaming, engine, progress, plot)))
+            running.append((progress, pool.submit(_annotate_streaming, engine, progress, plot, stop)))
             if len(running) > STREAMING_AHEAD * engine.parallel:
-                first, result = running.popleft()
-                yield first, result.result()
+                yield next_done()
         while running:
-            first, result = running.popleft()
-            yield first, result.result()
+            yield next_done()
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _wait(future, seconds: float = 0.5) -> bool:
+    """Whether `future` is done, waiting up to `seconds` (an interrupt is not held up for long)."""
+    wait([future], timeout=seconds)
+    return future.done()

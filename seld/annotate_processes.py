@@ -16,20 +16,18 @@ failed, its temporary files removed, and the other workers finish theirs.
 
 from __future__ import annotations
 
-import glob
 import logging
 import multiprocessing
 import os
 import queue
 import signal
-import sys
 import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
 from seld import SeldError
-from seld.annotate import Job, Summary, _Bar, annotate, has_outputs, output_path
+from seld.annotate import Job, Summary, _Bar, annotate, has_outputs, output_path, remove_temporaries
 from seld.audio import audio_info
 from seld.engine import Engine, ModelInfo
 from seld.parent_death import die_with_parent
@@ -81,6 +79,18 @@ class _QueueBar:
         self.messages.put(("write", text))
 
 
+class _BarLogHandler(logging.Handler):
+    def __init__(self, messages) -> None:
+        super().__init__()
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.put(("write", self.format(record)))
+        except Exception:  # logging must not fail the work
+            self.handleError(record)
+
+
 _messages = None  # the worker's queue to the parent
 
 
@@ -96,7 +106,9 @@ def _worker(index: int, messages, model: str, device: str, cores: int, jobs: lis
     _messages = messages
     signal.signal(signal.SIGTERM, _stop)
     die_with_parent()
-    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = _BarLogHandler(messages)  # printed by the parent above its progress bar, not into it
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=log_level, handlers=[handler])
     try:
         engine = Engine(model, device, "batch", cores=cores)
         summary = annotate(engine, jobs, readers=readers, plot=plot, bar=_QueueBar(messages))
@@ -126,7 +138,7 @@ def _durations(jobs: list[Job], channels: int) -> dict[Job, float]:
 
 
 @contextmanager
-def _sigterm_interrupts():
+def sigterm_interrupts():
     """SIGTERM to the parent stops the run as Ctrl-C does (the workers are then stopped too)."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
@@ -175,9 +187,7 @@ def _lost_files(jobs: list[Job], exitcode: int | None, before: dict[Job, tuple[i
     for job in jobs:
         if _finished(job, before):
             continue
-        stem = job.output_stem
-        for temporary in stem.parent.glob(f".{glob.escape(stem.name)}.*.tmp"):
-            temporary.unlink(missing_ok=True)
+        remove_temporaries(job)
         lost.append(f"{job.source}: not annotated: the worker process annotating it died (exit code {exitcode})")
     return lost
 
@@ -211,7 +221,7 @@ def annotate_in_processes(model: str | Path, device: str, jobs: list[Job], proce
             results[message[1]] = message
 
     try:
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             for worker in workers:
                 worker.start()
             while len(results) < len(workers):
@@ -251,8 +261,13 @@ def annotate_in_processes(model: str | Path, device: str, jobs: list[Job], proce
                                      sum(durations.get(job, 0.0) for job in done), 0.0))
     log.info("model %s on %s", info.data.get("name", model), " / ".join(sorted(providers)))
     order = {str(job.source): index for index, job in enumerate(jobs)}
-    failures = sorted((f for s in summaries for f in s.failures),
-                      key=lambda text: min((i for source, i in order.items() if text.startswith(source)),
-                                           default=len(jobs)))
+
+    def job_index(failure: str) -> int:  # failures begin "SOURCE: "; a source may hold ": " too
+        at = failure.find(": ")
+        while at >= 0 and failure[:at] not in order:
+            at = failure.find(": ", at + 1)
+        return order[failure[:at]] if at >= 0 else len(jobs)
+
+    failures = sorted((f for s in summaries for f in s.failures), key=job_index)
     return Summary(sum(s.completed for s in summaries), failures, sum(s.audio_seconds for s in summaries),
                    time.perf_counter() - started)

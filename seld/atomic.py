@@ -31,7 +31,13 @@ FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are 060
 def temporary_beside(path: Path) -> tuple[int, str]:
     """(open descriptor, name) of a new temporary file in `path`'s folder (created if need be)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent)
+
+
+def temporary_prefix(path: Path) -> str:
+    """".NAME." of `path`'s temporary files; NAME cut to 200 bytes (the temporary name of a
+    250-byte name would pass the file system's 255)."""
+    return f".{os.fsdecode(os.fsencode(path.name)[:200])}."
 
 
 def put_in_place(temporary: str | os.PathLike, path: Path) -> None:

@@ -134,8 +134,10 @@ class FileOutputs:
             written.append((json_temporary, output_path(self.stem, ".json")))
             if self.detections is not None:
                 with temporary_path(output_path(self.stem, ".png")) as png_temporary:
-                    write_plot(png_temporary, self.detections, self.class_names, duration_s, str(source))
+                    write_plot(png_temporary, self.detections, self.class_names, duration_s, path_text(source))
                 written.append((png_temporary, output_path(self.stem, ".png")))
+            else:  # an earlier run's plot (--overwrite without --plot) would no longer match
+                output_path(self.stem, ".png").unlink(missing_ok=True)
             self.csv.close()
             written.append((Path(self.csv_temporary), output_path(self.stem, ".csv")))
             for temporary, final in written:
@@ -153,6 +155,12 @@ class FileOutputs:
             pass  # the rows still buffered could not be written (a full disk): the file goes anyway
         finally:
             Path(self.csv_temporary).unlink(missing_ok=True)
+
+
+def path_text(path: Path) -> str:
+    """A path as text for JSON and titles: bytes that are not UTF-8 (undecodable file names) as
+    \\xNN escapes, where Python's text would hold lone surrogates that strict JSON readers refuse."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def output_path(stem: Path, suffix: str) -> Path:
@@ -203,7 +211,7 @@ def _numbers(values: Sequence[float]) -> list[str]:
 
 def _events_document(source: Path, model: str, sample_rate: int, duration_s: float, events: list[str]) -> bytes:
     """NAME.json with one event per line (an indented dump of an hour's per-frame lists is slow)."""
-    header = json.dumps({"file": str(source), "model": model, "sample_rate": sample_rate,
+    header = json.dumps({"file": path_text(source), "model": model, "sample_rate": sample_rate,
                          "duration_s": round(duration_s, 6)})
     body = "\n" + ",\n".join(events) + "\n" if events else ""
     return (header[:-1] + ', "events": [' + body + "]}\n").encode()
@@ -233,7 +241,7 @@ def write_plot(path: Path, detections: Sequence[Detection], class_names: Sequenc
     top.imshow(activity, aspect="auto", origin="lower", cmap="Greys", vmin=0, vmax=1,
                extent=(0, frames / 10, -0.5, len(class_names) - 0.5), interpolation="nearest")
     top.set_yticks(range(len(class_names)), class_names, fontsize=7)
-    top.set_title(title.encode("utf-8", "backslashreplace").decode())  # a file name that is not UTF-8 too
+    top.set_title(title.replace("$", r"\$"))  # a "$" in a file name is no mathtext
     colours = plt.get_cmap("tab20")
     for class_index in sorted({d.class_index for d in detections}):
         mine = [d for d in detections if d.class_index == class_index]

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import re
 import threading
 
@@ -14,7 +15,7 @@ import soundfile
 
 from conftest import write_scene
 from seld import SeldError
-from seld.annotate import annotate, find_jobs
+from seld.annotate import AUDIO_SUFFIXES, annotate, find_jobs
 from seld.cli import cli
 from seld.decode import Detection, OutputLayout, assign_tracks, decode
 from seld.engine import Engine, _BoundStep, _HostFrames
@@ -365,9 +366,11 @@ def test_globs_folders_and_files(tiny_model_package, tmp_path, capsys):
                                tmp_path / "flat")
     assert [job.source for job in jobs] == [data / "c.wav"]  # the two that collide are left out, the rest done
     assert problems == [f"{data / 'a' / 'one.wav'}: not annotated: {data / 'b' / 'one.wav'} would write the same "
-                        f"outputs ({tmp_path / 'flat' / 'one'}.csv); give their folder instead",
+                        f"outputs ({tmp_path / 'flat' / 'one'}.csv); give their common folder ({data}) instead, or separate "
+                            f"--out folders",
                         f"{data / 'b' / 'one.wav'}: not annotated: {data / 'a' / 'one.wav'} would write the same "
-                        f"outputs ({tmp_path / 'flat' / 'one'}.csv); give their folder instead"]
+                        f"outputs ({tmp_path / 'flat' / 'one'}.csv); give their common folder ({data}) instead, or separate "
+                            f"--out folders"]
     wav(data / "a" / "one.flac", 0.5)  # the same name in one folder, another format
     assert cli(["annotate", str(data / "a"), "--model", str(tiny_model_package), "--out", str(tmp_path / "same")]) == 1
     assert sorted(p.name for p in (tmp_path / "same").iterdir()) == ["two.csv", "two.json"]
@@ -376,7 +379,7 @@ def test_globs_folders_and_files(tiny_model_package, tmp_path, capsys):
     (tmp_path / "quiet" / "deep").mkdir(parents=True)
     (tmp_path / "quiet" / "notes.txt").write_text("not audio")
     assert find_jobs([str(tmp_path / "quiet")], tmp_path / "out") == (
-        [], [f"{tmp_path / 'quiet'}: folder holds no audio file (.flac, .ogg, .wav)"])
+        [], [f"{tmp_path / 'quiet'}: folder holds no audio file ({', '.join(sorted(AUDIO_SUFFIXES))})"])
     (tmp_path / "a-file").write_text("")
     assert cli(["annotate", str(data / "c.wav"), "--out", str(tmp_path / "a-file")]) == 1
     assert f"--out {tmp_path / 'a-file'}: exists and is not a folder" in capsys.readouterr().err
@@ -536,9 +539,9 @@ def test_nothing_to_do_in_processes_and_a_dead_workers_files(tiny_model_package,
     from seld.annotate_processes import _lost_files
 
     wav(tmp_path / "done" / "a.wav", 0.5)
-    (tmp_path / "done-out").mkdir()
-    for suffix in (".csv", ".json"):  # annotated already: nothing left to do
-        (tmp_path / "done-out" / f"a{suffix}").write_text("")
+    arguments = ["annotate", str(tmp_path / "done"), "--model", str(tiny_model_package), "--out", str(tmp_path / "done-out")]
+    assert cli(arguments) == 0  # annotated already: nothing left to do
+    capsys.readouterr()
     assert cli(["annotate", str(tmp_path / "done"), "--model", str(tiny_model_package), "--out",
                 str(tmp_path / "done-out"), "--processes", "2"]) == 0
     assert "annotated 0 file(s), 0 failed" in capsys.readouterr().out
@@ -691,11 +694,11 @@ def test_streaming_keeps_few_files_in_flight(tiny_model_package, tmp_path, monke
     others_done, done = threading.Event(), []
     original_streaming = seld.annotate._annotate_streaming
 
-    def streaming(engine, progress, plot):
+    def streaming(engine, progress, plot, stop):
         first = progress.job.source.name == "f00.wav"
         if first:
             others_done.wait(timeout=2)
-        result = original_streaming(engine, progress, plot)
+        result = original_streaming(engine, progress, plot, stop)
         if not first:
             done.append(progress)
             if len(done) == 16:
@@ -710,3 +713,150 @@ def test_streaming_keeps_few_files_in_flight(tiny_model_package, tmp_path, monke
     jobs, _ = find_jobs([str(tmp_path / "in")], tmp_path / "out")
     assert annotate(engine, jobs, progress_bar=False, streaming=True).completed == 17
     assert most[0] <= seld.annotate.STREAMING_AHEAD * 2 + 1
+
+
+def test_a_rerun_skips_only_outputs_of_the_same_file_and_model(tiny_model_package, tmp_path, capsys, monkeypatch):
+    """Outputs were taken as done by their names alone: a rerun kept another file's (a take.wav
+    of another folder) or another model's outputs without a word."""
+    monkeypatch.chdir(tmp_path)
+    first, second = wav(tmp_path / "a" / "take.wav", 0.5, seed=1), wav(tmp_path / "b" / "take.wav", 0.5, seed=2)
+    out = tmp_path / "out"
+    model = ["--model", str(tiny_model_package), "--out", str(out)]
+    assert cli(["annotate", "a/take.wav", *model]) == 0
+    written = (out / "take.json").read_bytes()
+    capsys.readouterr()
+    assert cli(["annotate", str(first), *model]) == 0  # the same file, named another way: done
+    assert "skipping 1 file(s) already annotated" in capsys.readouterr().out
+    assert cli(["annotate", str(second), *model]) == 1  # another file: refused, and its outputs left alone
+    assert (f"{second}: not annotated: {out / 'take.json'} holds the outputs of another file (a/take.wav); "
+            "--overwrite replaces them") in capsys.readouterr().err
+    assert (out / "take.json").read_bytes() == written
+    other_model = tmp_path / "other-model"
+    shutil.copytree(tiny_model_package, other_model)
+    info = json.loads((other_model / "seld.json").read_text())
+    name, info["name"] = info["name"], "another-model"
+    (other_model / "seld.json").write_text(json.dumps(info))
+    assert cli(["annotate", "a/take.wav", "--model", str(other_model), "--out", str(out)]) == 1
+    assert f"holds outputs of model {name}, not another-model" in capsys.readouterr().err
+    assert cli(["annotate", "a/take.wav", "--model", str(other_model), "--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "take.json").read_text())["model"] == "another-model"
+
+
+def test_a_file_named_twice_is_done_once_and_a_missing_folder_is_named(tmp_path):
+    take = wav(tmp_path / "in" / "a" / "take.wav", 0.2)
+    other = wav(tmp_path / "in" / "b" / "other.aiff", 0.2)  # folders are searched for every format libsndfile reads
+    jobs, problems = find_jobs([str(take), os.path.relpath(take), str(tmp_path / "in"), str(tmp_path / "gone") + "/"],
+                               tmp_path / "out")
+    assert [(job.source, job.output_stem) for job in jobs] == [(take, tmp_path / "out" / "take"),
+                                                               (other, tmp_path / "out" / "b" / "other")]
+    assert problems == [f"{tmp_path / 'gone'}/: no such folder"]
+
+
+@pytest.mark.parametrize("name", ["a$b$c", "z$\\frac{$x", "x" * 240])
+def test_names_that_matplotlib_or_the_file_system_took_badly(tiny_model_package, tmp_path, capsys, name):
+    """'$' made the plot title mathtext (a parse error stopped the whole run); a name of 240
+    characters left no room for its temporary output names."""
+    source = wav(tmp_path / "in" / f"{name}.wav", 0.3)
+    out = tmp_path / "out"
+    assert cli(["annotate", str(source), "--model", str(tiny_model_package), "--out", str(out), "--plot"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{name}.csv", f"{name}.json", f"{name}.png"]
+
+
+def test_a_plot_that_fails_fails_its_file_only(tiny_model_package, tmp_path, capsys, monkeypatch):
+    import seld.outputs
+
+    def broken_plot(path, detections, class_names, duration_s, title):
+        if "bad" in title:
+            raise ValueError("cannot draw it")
+        return original(path, detections, class_names, duration_s, title)
+
+    original = seld.outputs.write_plot
+    monkeypatch.setattr(seld.outputs, "write_plot", broken_plot)
+    bad, good = wav(tmp_path / "in" / "bad.wav", 0.3), wav(tmp_path / "in" / "good.wav", 0.3)
+    out = tmp_path / "out"
+    assert cli(["annotate", str(bad), str(good), "--model", str(tiny_model_package), "--out", str(out), "--plot"]) == 1
+    assert f"{bad}: cannot write its outputs (ValueError: cannot draw it)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["good.csv", "good.json", "good.png"]
+
+
+def test_json_of_a_name_that_is_not_utf8_is_strict_json_and_overwrite_drops_an_old_plot(tiny_model_package, tmp_path):
+    source = wav(tmp_path / "in" / "plain.wav", 0.3).rename(tmp_path / "in" / os.fsdecode(b"caf\xe9.wav"))
+    out = tmp_path / "out"
+    arguments = ["annotate", str(source), "--model", str(tiny_model_package), "--out", str(out)]
+    assert cli([*arguments, "--plot"]) == 0
+    text = (out / os.fsdecode(b"caf\xe9.json")).read_text(encoding="utf-8")
+    assert "\\udc" not in text and json.loads(text)["file"].endswith("caf\\xe9.wav")
+    assert cli(arguments) == 0  # the same file: done
+    assert cli([*arguments, "--overwrite"]) == 0  # redone without a plot: the old plot goes with the old outputs
+    assert sorted(os.fsencode(p.name) for p in out.iterdir()) == [b"caf\xe9.csv", b"caf\xe9.json"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_found_before_the_work(tiny_model_package, tmp_path, capsys,
+                                                                           monkeypatch):
+    import seld.annotate
+
+    source = wav(tmp_path / "in" / "take.wav", 0.3)
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(seld.annotate, "Engine", None)  # no engine is made
+    assert cli(["annotate", str(source), "--model", str(tiny_model_package), "--out",
+                str(tmp_path / "a-file" / "out")]) == 1
+    assert f"{tmp_path / 'a-file' / 'out'}: cannot write there" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_sigterm_unwinds_a_run_and_a_rerun_removes_what_a_kill_left(tiny_model_package, tmp_path, capsys,
+                                                                   monkeypatch, streaming):
+    """One process had no SIGTERM handler: `timeout` or a service manager left .NAME.csv.*.tmp
+    files, and no rerun removed them."""
+    import signal
+
+    import seld.annotate
+
+    sources = [wav(tmp_path / "in" / f"{name}.wav", 0.5) for name in ("a", "b")]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".a.csv.k1ll3d00.tmp").write_text("left by a kill")
+    original = seld.annotate._blocks
+
+    def terminated_midway(engine, progress):
+        for index, block in enumerate(original(engine, progress)):
+            if index == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield block
+
+    monkeypatch.setattr(seld.annotate, "READ_BLOCK_S", 0.1)
+    monkeypatch.setattr(seld.annotate, "_blocks", terminated_midway)
+    assert cli(["annotate", *map(str, sources), "--model", str(tiny_model_package), "--out", str(out)]
+               + ["--streaming"] * streaming) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_stopped_streaming_file_returns_at_its_next_block_and_leaves_nothing(tiny_model_package, tmp_path):
+    from seld.annotate import _annotate_streaming, _Progress
+
+    source = wav(tmp_path / "in" / "take.wav", 1.0)
+    engine = Engine(tiny_model_package, device="cpu")
+    jobs, _ = find_jobs([str(source)], tmp_path / "out")
+    stop = threading.Event()
+    stop.set()
+    assert _annotate_streaming(engine, _Progress(jobs[0], 24_000, 24_000), False, stop) is None
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_worker_log_lines_go_to_the_parents_bar():
+    import queue
+
+    from seld.annotate_processes import _BarLogHandler
+
+    messages = queue.Queue()
+    handler = _BarLogHandler(messages)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("seld.test-worker")
+    logger.addHandler(handler)
+    try:
+        logger.warning("take.wav: truncated")
+    finally:
+        logger.removeHandler(handler)
+    assert messages.get_nowait() == ("write", "WARNING seld.test-worker: take.wav: truncated")
