@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT", nargs="+",
                    help="run directory or checkpoint file (several checkpoints of one network: their weights "
                         "averaged); or a model package, to re-export its graphs")
-    p.add_argument("--out", type=_given, required=True, help="model package folder to write")
+    p.add_argument("--out", type=_given, required=True,
+                   help="model package folder to write: a new or empty folder, or a package, which it replaces")
 
     p = sub.add_parser("annotate", help="annotate audio files: DCASE CSV, events JSON, plots")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")

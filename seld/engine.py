@@ -76,11 +76,15 @@ class ModelInfo:
         folder = Path(folder)
         path = folder / "seld.json"
         if folder.is_file():
+            in_package = folder.suffix in (".onnx", ".json", ".safetensors")
             raise SeldError(f"{folder}: a file; a model is the package folder that holds seld.json "
-                            f"({folder.parent if folder.name.endswith('.onnx') else 'seld export ... --out DIR'})")
+                            f"({folder.parent if in_package else 'seld export ... --out DIR'})")
         if not folder.is_dir():
             raise SeldError(f"{folder}: no such model package folder")
         if not path.is_file():
+            if (folder / "last.pt").is_file():
+                raise SeldError(f"{folder}: a training run, not a model package; export it first "
+                                f"(seld export {folder} --out DIR)")
             raise SeldError(f"{folder}: not a model package (no seld.json)")
         try:
             data = json.loads(path.read_text())

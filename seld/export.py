@@ -18,6 +18,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
+import os
 import shutil
 import tempfile
 import warnings
@@ -143,17 +145,21 @@ def check_graphs(network: SeldNetwork, folder: Path, seconds: float = 3.0, seed:
                     "real": real[:, :, window].numpy(), "imag": imag[:, :, window].numpy(), "state": state})
                 pieces.append(out)
             differences[f"stream{chunk}_vs_offline"] = float(np.abs(np.concatenate(pieces, axis=1) - got).max())
-    worst = max(differences, key=differences.get)
-    if differences[worst] > TOLERANCE:
+    failed = [key for key, value in differences.items() if not value <= TOLERANCE]  # NaN fails too
+    if failed:
+        worst = failed[0]
         raise SeldError(f"{folder}: exported graph disagrees ({worst}: max abs difference {differences[worst]:.2e} "
                         f"> {TOLERANCE}); nothing written")
     return differences
 
 
 def package_info(network: SeldNetwork, config: TrainConfig, checkpoint: dict, name: str) -> dict:
-    history = checkpoint.get("history") or []
-    best = min(history, key=lambda row: row.get("SELD", float("inf"))) if history else {}
+    epoch = int(checkpoint.get("epoch", -1)) + 1  # whose weights these are (1-based, as metrics.csv)
+    row = next((row for row in checkpoint.get("history") or [] if row.get("epoch") == epoch), {})
+    # That epoch's validation figures; none without a validation split, and none for an average
+    # of epochs (never measured: no epoch's figures stand for it).
     averaged = {"averaged_epochs": checkpoint["averaged_epochs"]} if "averaged_epochs" in checkpoint else {}
+    validation = {} if averaged or "SELD" not in row else row
     return {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -173,11 +179,10 @@ def package_info(network: SeldNetwork, config: TrainConfig, checkpoint: dict, na
         "thresholds": {"activity": config.threshold, "merge_degrees": 15.0},
         "state_size": network.state_size,
         "model": config.model.to_dict(),
-        "training": {"data": config.data, "epochs_trained": int(checkpoint.get("epoch", -1)) + 1,
+        "training": {"data": config.data, "epochs_trained": epoch,
                      "preset": config.preset, "seed": config.seed,
                      **({"init_from": config.init_from} if config.init_from else {}), **averaged},
-        # an average's validation was never measured: no epoch's figures stand for it
-        "metrics": {"validation_best_epoch": {} if averaged else best},
+        "metrics": {"validation": validation},
     }
 
 
@@ -185,7 +190,7 @@ _CARD_METRICS = ("ER", "F", "LE", "AngE", "LR", "DistE", "RelDistE", "SELD")
 
 
 def model_card(info: dict) -> str:
-    metrics = info["metrics"].get("validation_best_epoch") or {}
+    metrics = info["metrics"].get("validation") or {}
     lines = [
         f"# {info['name']}",
         "",
@@ -204,13 +209,14 @@ def model_card(info: dict) -> str:
         f"- weights: the mean of epochs {', '.join(map(str, info['training']['averaged_epochs']))}"
         if "averaged_epochs" in info["training"] else f"- weights: those after epoch {info['training']['epochs_trained']}",
         "",
-        "## Metrics (the best epoch, on the run's validation split: dev-val, else dev-test; DCASE 2024, macro)",
+        "## Metrics (of these weights' epoch, on the run's validation split: dev-val, else dev-test; DCASE 2024, "
+        "macro)",
         "",
     ]
-    lines += [f"- {key}: {value:.3f}" for key, value in metrics.items()
-              if isinstance(value, float) and key in _CARD_METRICS] or [
+    lines += [f"- {key}: {'- (nothing detected)' if value is None else f'{value:.3f}'}" for key, value in metrics.items()
+              if key in _CARD_METRICS and (value is None or isinstance(value, float))] or [
         "- not measured: an average of epochs is no epoch; score it with `seld annotate` and `seld evaluate`"
-        if "averaged_epochs" in info["training"] else "- none recorded"]
+        if "averaged_epochs" in info["training"] else "- none recorded (the run had no validation split)"]
     lines += [
         "",
         "## Limits",
@@ -240,6 +246,8 @@ PACKAGE_FILES = ("seld.json", "model.onnx", "stream.onnx", "weights.safetensors"
 
 def _check_replaceable(out_dir: Path) -> None:
     """Export replaces a model package or an empty folder, nothing else (a mistyped --out)."""
+    if out_dir.is_symlink():  # the link would be replaced by a folder, the package it names left as it was
+        raise SeldError(f"{out_dir}: a symbolic link; give the folder it names ({out_dir.resolve()})")
     if out_dir.exists() and not out_dir.is_dir():
         raise SeldError(f"{out_dir}: exists and is not a folder")
     if out_dir.is_dir() and not (out_dir / "seld.json").is_file() and any(out_dir.iterdir()):
@@ -259,7 +267,7 @@ def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Pat
     from safetensors.torch import save_file
 
     sources = [Path(source)] if isinstance(source, (str, Path)) else [Path(path) for path in source]
-    source, out_dir = sources[0], Path(out_dir)
+    source, out_dir = sources[0], Path(os.path.abspath(out_dir))  # "." has no name to stage it beside
     _check_replaceable(out_dir)
     if len(sources) == 1 and (source / "seld.json").is_file():
         network, info, training_config, card = _read_package(source)
@@ -269,8 +277,19 @@ def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Pat
         for path in sources:
             if (path / "seld.json").is_file():
                 raise SeldError(f"{path}: a model package; only checkpoints can be averaged")
+        if len(sources) == 1 and source.is_dir() and not (source / "best.pt").exists() and (source / "last.pt").exists():
+            log.warning("%s: no best.pt (no epoch finished validated): exporting last.pt", source)
         checkpoint = load_checkpoint(source) if len(sources) == 1 else average_checkpoints(sources)
-        network, config = network_from_checkpoint(checkpoint)
+        try:
+            network, config = network_from_checkpoint(checkpoint)
+        except SeldError as error:
+            raise SeldError(f"{source}: {error}") from None
+        except (KeyError, IndexError, TypeError, RuntimeError, ValueError) as error:  # weights that do not fit
+            raise SeldError(f"{source}: not a seld checkpoint of this network ({str(error).splitlines()[0]})") from None
+        broken = [key for key, value in network.state_dict().items()
+                  if value.is_floating_point() and not torch.isfinite(value).all()]
+        if broken:  # training diverged: ONNX Runtime would give numbers where PyTorch gives NaN
+            raise SeldError(f"{source}: weights hold NaN or infinite values ({', '.join(broken[:3])}); nothing written")
         info, training_config, card = package_info(network, config, checkpoint, name or out_dir.name), checkpoint["config"], None
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -281,18 +300,31 @@ def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Pat
         export_graphs(network, staging)
         differences = check_graphs(network, staging)
         info.update(format_version=FORMAT_VERSION, state_size=network.state_size, export_check=differences)
-        (staging / "seld.json").write_text(json.dumps(info, indent=1) + "\n")
+        (staging / "seld.json").write_text(json.dumps(_finite(info), indent=1, allow_nan=False) + "\n")
         save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(staging / "weights.safetensors"),
                   metadata={"config": json.dumps(training_config)})
-        (staging / "README.md").write_text(card if card is not None else model_card(info))
+        (staging / "README.md").write_text(card if card is not None else model_card(_finite(info)))
         staging.chmod(0o755)
         for path in staging.iterdir():
             path.chmod(0o644)
         _put_in_place(staging, out_dir)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError) or type(error).__name__ == "SafetensorError":  # a full disk
+            raise SeldError(f"{out_dir}: cannot write the package ({getattr(error, 'strerror', None) or error}); "
+                            "nothing written") from None
         raise
     return differences
+
+
+def _finite(value):
+    """`value` with NaN and infinite floats as None: seld.json stays JSON (a run that detected
+    nothing has no angular error)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _put_in_place(staging: Path, out_dir: Path) -> None:
@@ -317,5 +349,5 @@ def _put_in_place(staging: Path, out_dir: Path) -> None:
 def export_command(args) -> int:
     differences = export_package(args.run, args.out)
     checks = ", ".join(f"{key} {value:.1e}" for key, value in differences.items())
-    print(f"exported {args.out} (ONNX Runtime vs PyTorch, max abs difference: {checks})")
+    print(f"exported {args.out} (export checks, max abs difference: {checks})")
     return 0

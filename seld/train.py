@@ -246,13 +246,17 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise SeldError(f"{path}: no checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file
         raise SeldError(f"{path}: not a readable seld checkpoint ({type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("config"), dict) or not isinstance(
+            checkpoint.get("model"), dict):  # a bare tensor, another program's state dict
+        raise SeldError(f"{path}: not a seld checkpoint (no training config and weights in it)")
+    return checkpoint
 
 
 # What makes checkpoints epochs of one run: the same network, trained on the same data.
-_SAME_RUN = ("format", "classes", "features", "model", "data")
+_SAME_RUN = ("format", "classes", "features", "model", "data", "seed")
 
 
 def average_checkpoints(paths: list[str | Path]) -> dict:
@@ -267,7 +271,12 @@ def average_checkpoints(paths: list[str | Path]) -> dict:
         checkpoint = load_checkpoint(path)
         if by_epoch:
             _check_same_run(path, paths[0], checkpoint, next(iter(by_epoch.values())))
-        by_epoch.setdefault(int(checkpoint.get("epoch", -1)) + 1, checkpoint)
+        epoch = int(checkpoint.get("epoch", -1)) + 1
+        if epoch in by_epoch and any(not torch.equal(value, by_epoch[epoch]["model"][name])
+                                     for name, value in checkpoint["model"].items()):
+            raise SeldError(f"{path}: epoch {epoch} again, with other weights: not an epoch of the run of "
+                            f"{paths[0]}, cannot be averaged with it")
+        by_epoch.setdefault(epoch, checkpoint)
     latest = by_epoch[max(by_epoch)]
     if len(by_epoch) == 1:
         return latest
@@ -322,6 +331,8 @@ def read_package(folder: Path) -> tuple[dict, dict | None, dict]:
 
     try:
         info = json.loads((folder / "seld.json").read_text())
+        if not isinstance(info, dict):
+            raise ValueError("seld.json is not a JSON object")
         with safe_open(str(folder / "weights.safetensors"), "pt") as file:
             metadata = file.metadata() or {}
             weights = {key: file.get_tensor(key) for key in file.keys()}

@@ -106,7 +106,7 @@ def test_several_checkpoints_export_as_their_average(tiny_run, tmp_path, seld_cl
     info = json.loads((tmp_path / "soup" / "seld.json").read_text())
     assert info["training"]["averaged_epochs"] == [later["epoch"], later["epoch"] + 1]
     assert info["training"]["epochs_trained"] == later["epoch"] + 1
-    assert info["metrics"]["validation_best_epoch"] == {}  # no epoch's figures are the average's
+    assert info["metrics"]["validation"] == {}  # no epoch's figures are the average's
     card = (tmp_path / "soup" / "README.md").read_text()
     assert "the mean of epochs" in card and "- not measured: an average of epochs is no epoch" in card
 
@@ -119,7 +119,7 @@ def test_one_epoch_twice_exports_as_that_epoch(tiny_run, tmp_path, seld_cli):
         assert result.returncode == 0, result.stderr
     one, twice = (json.loads((tmp_path / out / "seld.json").read_text()) for out in ("one", "twice"))
     assert {**one, "name": None, "export_check": None} == {**twice, "name": None, "export_check": None}
-    assert "averaged_epochs" not in twice["training"] and twice["metrics"]["validation_best_epoch"]
+    assert "averaged_epochs" not in twice["training"] and twice["metrics"]["validation"]
     weights = [(tmp_path / out / "weights.safetensors").read_bytes() for out in ("one", "twice")]
     assert weights[0] == weights[1]
 
@@ -356,3 +356,103 @@ def test_export_replaces_only_a_package_or_an_empty_folder(tiny_run, tiny_model_
 
     shutil.copytree(tiny_model_package, tmp_path / "package")
     assert seld_cli("export", tiny_run, "--out", tmp_path / "package").returncode == 0  # a package is replaced
+
+
+def _export(capsys, *arguments) -> tuple[int, str]:
+    from seld.cli import cli
+
+    capsys.readouterr()
+    status = cli(["export", *map(str, arguments)])
+    return status, capsys.readouterr().err
+
+
+def test_the_package_states_its_own_epochs_figures(tiny_run, tmp_path, capsys):
+    """The card and seld.json gave the best epoch's validation figures whichever epoch was exported
+    (last.pt, or a killed run's last.pt); a run without validation named a training row as the best
+    epoch; NaN went into seld.json as a bare NaN, which is no JSON."""
+    from seld.train import load_checkpoint
+
+    last = load_checkpoint(tiny_run / "last.pt")
+    row = {key: value for key, value in last["history"][-1].items()}
+    history = [{**row, "epoch": 1, "SELD": 0.1}, {**row, "epoch": 2, "SELD": 0.9, "AngE": float("nan")}]
+    torch.save({**last, "epoch": 1, "history": history}, tmp_path / "second.pt")
+    assert _export(capsys, tmp_path / "second.pt", "--out", tmp_path / "second")[0] == 0
+    text = (tmp_path / "second" / "seld.json").read_text()
+    info = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in seld.json"))
+    assert info["metrics"]["validation"]["SELD"] == 0.9 and info["metrics"]["validation"]["AngE"] is None
+    card = (tmp_path / "second" / "README.md").read_text()
+    assert "- weights: those after epoch 2" in card and "- SELD: 0.900" in card and "- AngE: - (nothing detected)" in card
+    unvalidated = [{key: value for key, value in r.items() if key == "epoch" or key == "train_loss"} for r in history]
+    torch.save({**last, "epoch": 1, "history": unvalidated}, tmp_path / "unvalidated.pt")
+    assert _export(capsys, tmp_path / "unvalidated.pt", "--out", tmp_path / "unvalidated")[0] == 0
+    assert json.loads((tmp_path / "unvalidated" / "seld.json").read_text())["metrics"]["validation"] == {}
+    assert "none recorded (the run had no validation split)" in (tmp_path / "unvalidated" / "README.md").read_text()
+
+
+def test_checkpoints_that_are_not_a_runs_are_one_line_errors(tiny_run, tmp_path, capsys):
+    from seld.train import load_checkpoint
+
+    last = load_checkpoint(tiny_run / "last.pt")
+    first_weight = next(name for name, value in last["model"].items() if value.is_floating_point()
+                        and not name.startswith("normalization"))
+    broken = {
+        "tensor.pt": torch.zeros(3),
+        "foreign.pt": {"model": last["model"]},  # another program's state dict
+        "mismatch.pt": {**last, "model": {**last["model"], first_weight: torch.zeros(1)}},
+        "nan.pt": {**last, "model": {**last["model"], first_weight: last["model"][first_weight] * float("nan")}},
+    }
+    messages = {"tensor.pt": "not a seld checkpoint (no training config and weights in it)",
+                "foreign.pt": "not a seld checkpoint (no training config and weights in it)",
+                "mismatch.pt": "not a seld checkpoint of this network", "nan.pt": "weights hold NaN or infinite values"}
+    for name, content in broken.items():
+        torch.save(content, tmp_path / name)
+        status, err = _export(capsys, tmp_path / name, "--out", tmp_path / "out")
+        assert status == 1 and f"{tmp_path / name}: {messages[name]}" in err and "Traceback" not in err, err
+        assert not (tmp_path / "out").exists()
+
+
+def test_averaging_refuses_another_runs_checkpoints(tiny_run, tmp_path, capsys):
+    """Another seed's run was averaged in as if it were an epoch of this one; a checkpoint of the
+    same epoch number was dropped without a word."""
+    from seld.train import load_checkpoint
+
+    last = load_checkpoint(tiny_run / "last.pt")
+    torch.save({**last, "epoch": last["epoch"] - 1, "config": {**last["config"], "seed": last["config"]["seed"] + 1}},
+               tmp_path / "seed.pt")
+    status, err = _export(capsys, tiny_run / "last.pt", tmp_path / "seed.pt", "--out", tmp_path / "soup")
+    assert status == 1 and "seed.pt: not an epoch of the run of" in err and "(seed differ)" in err
+    moved = {name: value + 1 if value.is_floating_point() and not name.startswith("normalization") else value
+             for name, value in last["model"].items()}
+    torch.save({**last, "model": moved}, tmp_path / "same-epoch.pt")
+    status, err = _export(capsys, tiny_run / "last.pt", tmp_path / "same-epoch.pt", "--out", tmp_path / "soup")
+    assert status == 1 and f"same-epoch.pt: epoch {last['epoch'] + 1} again, with other weights" in err
+    assert not (tmp_path / "soup").exists()
+
+
+def test_out_as_a_link_as_dot_and_on_a_full_disk(tiny_run, tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    status, err = _export(capsys, tiny_run, "--out", tmp_path / "link")
+    assert status == 1 and f"{tmp_path / 'link'}: a symbolic link; give the folder it names" in err
+    assert (tmp_path / "link").is_symlink() and list(tmp_path.glob(".link*")) == []
+    monkeypatch.chdir(tmp_path / "real")
+    assert _export(capsys, tiny_run, "--out", ".")[0] == 0  # staged beside the folder, not beside ""
+    assert (tmp_path / "real" / "seld.json").is_file()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    status, err = _export(capsys, tiny_run, "--out", tmp_path / "full")
+    assert status == 1 and f"{tmp_path / 'full'}: cannot write the package (No space left on device)" in err
+    assert "Traceback" not in err and not (tmp_path / "full").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]  # no staging folder left
+
+
+def test_a_training_run_given_as_a_model_says_to_export_it(tiny_run, tiny_model_package):
+    with pytest.raises(SeldError, match="a training run, not a model package; export it first"):
+        Engine(tiny_run, device="cpu")
+    with pytest.raises(SeldError, match=f"a file; a model is the package folder that holds seld.json \\({tiny_model_package}\\)"):
+        Engine(tiny_model_package / "seld.json", device="cpu")
