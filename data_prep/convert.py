@@ -135,7 +135,7 @@ def _scan(src: Path, year: int | None) -> tuple[int, list[Recording]]:
     """Every recording of the download with its fold, destination split, WAVs and CSV;
     raises SeldError naming the first file or folder that does not fit."""
     if not src.is_dir():
-        raise SeldError(f"{src}: no such folder")
+        raise SeldError(f"{src}: {'not a folder' if src.exists() else 'no such folder'}")
     formats = [name for name in FORMATS if (src / f"{name}_dev").is_dir()]
     if not formats:
         raise SeldError(f"{src}: neither foa_dev nor mic_dev (expected a TAU-NIGENS download: foa_dev/, mic_dev/, metadata_dev/)")
@@ -153,12 +153,15 @@ def _scan(src: Path, year: int | None) -> tuple[int, list[Recording]]:
             raise SeldError(f"{audio_root}: cannot list it ({error.strerror or error})") from None
         wavs: list[tuple[Path, str | None]] = []
         for entry in entries:
+            if entry.name.startswith("."):  # .ipynb_checkpoints, .DS_Store: no part of the download
+                continue
             if entry.is_dir():
                 if entry.name not in SPLIT_NAMES:
                     raise SeldError(f"{entry}: a split folder TAU-NIGENS does not have (expected files directly in "
                                     f"{audio_root.name}/, or in {', '.join(SPLIT_NAMES)}); a download already in "
                                     f"the DCASE layout (STARSS23) needs no conversion")
-                wavs.extend((p, entry.name) for p in sorted(entry.glob("*.wav")))
+                wavs.extend((p, entry.name) for p in sorted(entry.iterdir())
+                            if p.suffix.lower() == ".wav" and not p.name.startswith("."))
             elif entry.suffix.lower() == ".wav":
                 wavs.append((entry, None))
         if not wavs:

@@ -131,8 +131,9 @@ def _render_soundfont(root: Path, out: Path, work: Path, package: str, version: 
     return len(written)
 
 
-def _earlier_rows(out: Path, packages: tuple[str, ...]) -> list[tuple[str, ...]]:
-    """manifest.csv's rows of files that earlier runs copied from other packages, still there."""
+def _earlier_rows(out: Path, packages: set[str]) -> list[tuple[str, ...]]:
+    """manifest.csv's rows of files that earlier runs copied from packages other than `packages`
+    (those this run copied afresh), still there."""
     try:
         with (out / "manifest.csv").open(newline="") as handle:
             rows = list(csv.reader(handle))[1:]
@@ -144,15 +145,14 @@ def _earlier_rows(out: Path, packages: tuple[str, ...]) -> list[tuple[str, ...]]
 def synth_sounds_command(args) -> int:
     out = Path(args.out)
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        print("seld synth-sounds: needs apt-get and dpkg-deb (Debian or Ubuntu); not found on this system")
-        return 2
+        raise SeldError("needs apt-get and dpkg-deb (Debian or Ubuntu); not found on this system")
     named = getattr(args, "packages", None)
     packages = tuple(p.strip() for p in named.split(",") if p.strip()) if named else PACKAGES
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise SeldError(f"{out}: cannot write there ({error.strerror or error})") from None
-    rows = []
+    rows, copied = [], set()  # copied: the packages this run copied afresh
     with tempfile.TemporaryDirectory(prefix="seld-sounds-") as work_name:
         work = Path(work_name)
         for package in packages:
@@ -172,12 +172,14 @@ def synth_sounds_command(args) -> int:
             licence = _licence(root, package)
             if package == soundfont.PACKAGE:
                 kept = _render_soundfont(root, out, work, package, version, licence, rows)
+                copied.add(package)
                 deb.unlink()
                 shutil.rmtree(root, ignore_errors=True)
                 print(f"seld synth-sounds: {package} {version}: {kept} recordings rendered with fluidsynth")
                 continue
             _unpack_archives(root)
-            kept = 0
+            kept, targets = 0, set()
+            copied.add(package)
             for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()):
                 relative = str(path.relative_to(root))
                 if package in SPEECH_PACKAGES:
@@ -203,6 +205,11 @@ def synth_sounds_command(args) -> int:
                 if not 0.2 <= frames / rate <= 120:
                     continue
                 target = out / label / f"{package}__{path.stem}{path.suffix.lower()}"
+                twin = 1
+                while target in targets:  # one name in two folders of the package (basses/, bassloops/)
+                    twin += 1
+                    target = out / label / f"{package}__{path.stem}-{twin}{path.suffix.lower()}"
+                targets.add(target)
                 with atomic_path(target) as temporary:
                     shutil.copyfile(path, temporary)
                 rows.append((str(target.relative_to(out)), label, package, version, licence, "/" + relative))
@@ -211,9 +218,9 @@ def synth_sounds_command(args) -> int:
             shutil.rmtree(root, ignore_errors=True)
             print(f"seld synth-sounds: {package} {version}: {kept} recordings")
     if not rows:
-        print("seld synth-sounds: no recordings found")
-        return 1
-    rows += _earlier_rows(out, packages)  # a folder filled by several runs keeps every file's licence
+        raise SeldError(f"no recordings found in {', '.join(packages)}"
+                        + ("" if copied else " (no package could be downloaded: apt-get update first?)"))
+    rows += _earlier_rows(out, copied)  # a folder filled by several runs keeps every file's licence
     manifest = io.StringIO(newline="")
     writer = csv.writer(manifest)
     writer.writerow(["file", "class", "package", "version", "licence", "source_path"])

@@ -34,7 +34,7 @@ from seld.data_prep.array_response import largest_capsule_radius
 from seld.data_prep.rooms import RoomSpec, random_room
 from seld.data_prep.scenes import Scene, SceneSettings, generate_scene, label_rows, render_scene
 from seld.data_prep.sound_bank import STARSS23_CLASSES, class_key, make_bank
-from seld.parent_death import die_with_parent
+from seld.interrupts import die_with_parent
 
 log = logging.getLogger(__name__)
 

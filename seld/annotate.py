@@ -326,7 +326,7 @@ def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bo
 
 
 def annotate_command(args) -> int:
-    from seld.annotate_processes import annotate_in_processes, default_processes, sigterm_interrupts
+    from seld.annotate_processes import annotate_in_processes, default_processes
 
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -349,16 +349,15 @@ def annotate_command(args) -> int:
     if args.streaming and processes > 1:
         log.warning("--streaming runs in one process: --processes %d not used", processes)
         processes = 1
-    with sigterm_interrupts():  # SIGTERM (systemd, docker, timeout) unwinds as Ctrl-C: no temporary files stay
-        if processes > 1:
-            summary = annotate_in_processes(model_dir, args.device, jobs, processes, readers=args.workers,
-                                            plot=args.plot)
-        else:
-            engine = Engine(model_dir, args.device, "batch")
-            log.info("model %s on %s", engine.name, ", ".join(engine.providers))
-            if args.streaming and not engine.causal:
-                raise SeldError(f"{engine.model_dir}: --streaming needs a causal model")
-            summary = annotate(engine, jobs, readers=args.workers, streaming=args.streaming, plot=args.plot)
+    if processes > 1:
+        summary = annotate_in_processes(model_dir, args.device, jobs, processes, readers=args.workers,
+                                        plot=args.plot)
+    else:
+        engine = Engine(model_dir, args.device, "batch")
+        log.info("model %s on %s", engine.name, ", ".join(engine.providers))
+        if args.streaming and not engine.causal:
+            raise SeldError(f"{engine.model_dir}: --streaming needs a causal model")
+        summary = annotate(engine, jobs, readers=args.workers, streaming=args.streaming, plot=args.plot)
     summary.failures[:0] = problems
     print(summary.line(out_dir))
     if summary.failures:

@@ -23,14 +23,13 @@ import queue
 import signal
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 
 from seld import SeldError
 from seld.annotate import Job, Summary, _Bar, annotate, has_outputs, output_path, remove_temporaries
 from seld.audio import audio_info
 from seld.engine import Engine, ModelInfo
-from seld.parent_death import die_with_parent
+from seld.interrupts import die_with_parent, sigterm_interrupts
 
 log = logging.getLogger(__name__)
 
@@ -135,23 +134,6 @@ def _durations(jobs: list[Job], channels: int) -> dict[Job, float]:
         if file_channels == channels:
             durations[job] = frames / rate
     return durations
-
-
-@contextmanager
-def sigterm_interrupts():
-    """SIGTERM to the parent stops the run as Ctrl-C does (the workers are then stopped too)."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _stop_workers(workers: list) -> None:

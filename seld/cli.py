@@ -13,6 +13,7 @@ import os
 import sys
 
 from seld import SeldError, __version__
+from seld.interrupts import sigterm_interrupts
 
 # subcommand -> "module:function"; the function takes the parsed args, returns an exit code.
 HANDLERS = {
@@ -192,7 +193,8 @@ def cli(argv: list[str] | None = None) -> int:
     module_name, function_name = HANDLERS[args.command].split(":")
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
-        return int(handler(args) or 0)
+        with sigterm_interrupts():  # a kill unwinds as Ctrl-C: no temporary file, folder or child process stays
+            return int(handler(args) or 0)
     except ModuleNotFoundError as error:
         missing = (error.name or "").split(".")[0]
         if not missing or missing == "seld":

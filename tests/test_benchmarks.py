@@ -95,3 +95,39 @@ def test_bench_accuracy_json_is_one_object_and_more_epochs_train_on(tmp_path, ca
     second = json.loads(capsys.readouterr().out)
     assert {model["epochs"] for model in first["models"].values()} == {1}
     assert {model["epochs"] for model in second["models"].values()} == {2}
+
+
+def test_a_killed_bench_stops_its_child_and_a_failed_child_is_one_error(tmp_path, monkeypatch):
+    """SIGTERM (`timeout`) ended the parent and left its child timing on, and its temporary folder;
+    a child that failed raised a RuntimeError traceback."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from seld.benchmarks import run_child
+    from seld.interrupts import sigterm_interrupts
+
+    (tmp_path / "sleeper.py").write_text(
+        "import os, sys, time\nopen(os.environ['PID_FILE'], 'w').write(str(os.getpid()))\n"
+        "time.sleep(60)\n")
+    (tmp_path / "failing.py").write_text("raise SystemExit('no figures here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PID_FILE", str(tmp_path / "pid"))
+
+    def terminate_when_started():
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=terminate_when_started, daemon=True)
+    killer.start()
+    with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
+        run_child("sleeper", {})
+    killer.join()
+    child = int((tmp_path / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+    with pytest.raises(SeldError, match=r"failing: the benchmark's child process failed \(exit status 1\):\nno figures"):
+        run_child("failing", {})

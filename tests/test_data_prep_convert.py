@@ -186,3 +186,16 @@ def test_seld_train_runs_on_a_converted_download(tmp_path):
     classes = ",".join(json.loads((dst / "dataset.json").read_text())["classes"])
     assert cli(["train", "--data", str(dst), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=1",
                 "model.distance=false", f"classes={classes}"]) == 0
+
+
+def test_upper_case_wavs_in_split_folders_and_hidden_entries(tmp_path):
+    """A .WAV in a split folder was passed over without a word (flat .WAV files were taken); a
+    hidden folder (.ipynb_checkpoints) stopped the conversion."""
+    src = fake_tau_nigens(tmp_path / "download", 2021, split_folders=True)
+    wav = src / "foa_dev" / "dev-train" / "fold1_room1_mix001.wav"
+    wav.rename(wav.with_suffix(".WAV"))
+    (src / "foa_dev" / ".ipynb_checkpoints").mkdir()
+    (src / "foa_dev" / "dev-train" / ".fold1_room1_mix001.wav").write_bytes(b"an editor's backup")
+    result = convert_tau_nigens(src, tmp_path / "data")
+    assert result.linked == 18
+    assert "fold1_room1_mix001" in split_of(tmp_path / "data")["dev-train"]

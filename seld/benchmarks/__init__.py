@@ -14,12 +14,28 @@ from seld import SeldError
 
 def run_child(module: str, arguments: dict) -> dict:
     """`python -m module ARGUMENTS_JSON` in a fresh process (one that never imports torch, so its
-    memory and timings are the engine's); its figures are the last line it prints, as JSON."""
-    result = subprocess.run([sys.executable, "-m", module, json.dumps(arguments)], capture_output=True, text=True,
-                            check=False)
-    if result.returncode:
-        raise RuntimeError(f"{module}: benchmark child failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    memory and timings are the engine's); its figures are the last line it prints, as JSON. An
+    interrupt stops it too."""
+    child = subprocess.Popen([sys.executable, "-m", module, json.dumps(arguments)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = child.communicate()
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    if child.returncode:
+        raise SeldError(f"{module}: the benchmark's child process failed (exit status {child.returncode}):\n"
+                        f"{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def child_main(child) -> None:
+    """A benchmark child's `__main__`: its figures, as JSON, from the arguments run_child gave it."""
+    from seld.interrupts import die_with_parent
+
+    die_with_parent()  # a parent killed outright leaves no child timing on for nobody
+    print(json.dumps(child(json.loads(sys.argv[1]))))
 
 
 def bench_command(args) -> int:

@@ -347,4 +347,6 @@ def format_table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_child(json.loads(sys.argv[1]))))
+    from seld.benchmarks import child_main
+
+    child_main(_child)

@@ -20,9 +20,7 @@ the model implies: the STFT window and the chunk (the framing is causal, with no
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -234,4 +232,6 @@ def format_table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_child(json.loads(sys.argv[1]))))
+    from seld.benchmarks import child_main
+
+    child_main(_child)
