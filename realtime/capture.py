@@ -28,7 +28,7 @@ QUEUE_S = 2.0  # audio the queue holds before it drops blocks (the engine fell t
 PORTAUDIO_HINT = (
     "PortAudio is not installed, so no audio device can be opened; install it "
     "(Debian/Ubuntu: sudo apt-get install libportaudio2; Fedora: sudo dnf install portaudio; "
-    "macOS: brew install portaudio), or play a recording with --input FILE.wav"
+    "macOS: brew install portaudio), or give seld live a recording with --input FILE.wav"
 )
 
 

@@ -68,13 +68,14 @@ def devices_command(args) -> int:
         return 2
     devices = input_devices(sd)
     if not devices:
-        print("no audio input devices found", file=sys.stderr)
+        print("seld devices: no audio input devices found", file=sys.stderr)
         return 1
     width = max(len(d["name"]) for d in devices)
-    print(f"    {'index':>5}  {'name':<{width}}  {'host API':<10}  {'channels':>8}  {'default rate':>12}")
+    api_width = max(len("host API"), *(len(d["host_api"]) for d in devices))  # "JACK Audio Connection Kit"
+    print(f"    {'index':>5}  {'name':<{width}}  {'host API':<{api_width}}  {'channels':>8}  {'default rate':>12}")
     for d in devices:
         mark = "*" if d["default"] else " "
-        print(f"  {mark} {d['index']:>5}  {d['name']:<{width}}  {d['host_api']:<10}  {d['channels']:>8}  "
+        print(f"  {mark} {d['index']:>5}  {d['name']:<{width}}  {d['host_api']:<{api_width}}  {d['channels']:>8}  "
               f"{d['default_rate']:>9} Hz")
     print("* the default input; pick another with `seld live --device INDEX|NAME`")
     return 0

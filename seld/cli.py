@@ -29,6 +29,15 @@ HANDLERS = {
 }
 
 BENCHMARKS = ("features", "synth", "model", "accuracy", "annotate", "stream", "gpu")
+BENCHMARK_HELP = """\
+  features  seconds per minute of audio of each front end, against librosa (~1 min)
+  synth     minutes of audio `seld synth` renders per minute (~20 s)
+  model     parameters, MACs and size of each model preset (seconds)
+  accuracy  the default preset against the dcase2023 baseline preset, trained and scored on
+            synthesized data (hours on a CPU; resumable)
+  annotate  seld annotate's speed on an hour of audio, against the DCASE baseline's way (~10 min)
+  stream    compute time per 100 ms chunk of the streaming engine, p50/p99 (~1-2 min)
+  gpu       the GPU checks (CUDA provider, batch and streaming speed, a short training run)"""
 
 
 def _given(text: str) -> str:
@@ -89,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-polyphony", type=int, default=3, help="most sources sounding at once")
     p.add_argument("--duration", type=float, default=60.0, help="seconds per mixture")
 
-    p = sub.add_parser("synth-sounds", help="build a sound bank of real dry recordings from Debian packages")
+    p = sub.add_parser("synth-sounds", help="build a sound bank of real dry recordings from Debian packages",
+                       description="Download Debian packages of sound effects and samples (apt-get download, several "
+                                   "hundred MB for the default set; nothing is installed), sort their recordings into "
+                                   "the 13 classes by file name, and write them with a manifest.csv of packages and "
+                                   "licences; seld synth --sounds uses them.")
     p.add_argument("--out", type=_given, required=True, help="folder to write the sound bank to")
     p.add_argument("--packages", type=_given,
                    help="comma-separated Debian packages to take recordings from (default: all known)")
@@ -153,16 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=_given, metavar="FILE.wav", help="play a recording through the loop at real speed")
     p.add_argument("--stats", action="store_true", help="print latency percentiles at exit")
 
-    sub.add_parser("devices", help="list audio input devices")
+    sub.add_parser("devices", help="list audio input devices",
+                   description="List the audio input devices PortAudio sees, with their channels and default rate; "
+                               "seld live --device takes a number or a name from this list.")
 
-    p = sub.add_parser("bench", help="benchmarks that print their figures")
-    p.add_argument("what", choices=BENCHMARKS, help="what to measure")
-    p.add_argument("--minutes-train", type=float, help="accuracy: minutes of training audio per format")
-    p.add_argument("--epochs", type=int, help="accuracy: epochs per model")
-    p.add_argument("--workdir", help="accuracy: folder for its data and runs (it resumes from there)")
+    p = sub.add_parser("bench", help="benchmarks that print their figures", formatter_class=_ListHelpWithDefaults,
+                       description="Benchmarks that print their figures (a table, or JSON with --json);\neach speed is "
+                                   "given against a reference measured in the same run.\n\n" + BENCHMARK_HELP)
+    p.add_argument("what", choices=BENCHMARKS, help="what to measure (see above)")
+    p.add_argument("--minutes-train", type=float, help="accuracy: minutes of training audio per format (default 20)")
+    p.add_argument("--epochs", type=int, help="accuracy: epochs per model (default 20)")
+    p.add_argument("--workdir", help="accuracy: folder for its data and runs, which it resumes from "
+                                     "(default runs/bench_accuracy)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     for command in sub.choices.values():
-        command.formatter_class = _HelpWithDefaults
+        if command.formatter_class is argparse.HelpFormatter:  # not one of ours already
+            command.formatter_class = _HelpWithDefaults
     return parser
 
 
@@ -175,6 +194,10 @@ class _HelpWithDefaults(argparse.HelpFormatter):
         if action.option_strings and not unsaid and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
+
+
+class _ListHelpWithDefaults(_HelpWithDefaults, argparse.RawDescriptionHelpFormatter):
+    """The description's lines as written (a list), the options' as _HelpWithDefaults gives them."""
 
 
 def cli(argv: list[str] | None = None) -> int:

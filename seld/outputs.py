@@ -246,7 +246,8 @@ def write_plot(path: Path, detections: Sequence[Detection], class_names: Sequenc
     for class_index in sorted({d.class_index for d in detections}):
         mine = [d for d in detections if d.class_index == class_index]
         times = [(d.frame + 0.5) / 10 for d in mine]
-        colour = colours(class_index % 20)
+        # tab20 pairs a dark and a light shade of each hue: the dark ten first, so neighbours differ
+        colour = colours((2 * class_index + class_index // 10) % 20)
         middle.scatter(times, [d.azimuth for d in mine], s=4, color=colour, label=class_names[class_index])
         bottom.scatter(times, [d.elevation for d in mine], s=4, color=colour)
     middle.set_ylim(-180, 180)

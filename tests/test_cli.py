@@ -1,7 +1,9 @@
 import json
 
+import pytest
+
 from seld.arrays import TETRAHEDRAL, load_array
-from seld.cli import HANDLERS, build_parser
+from seld.cli import HANDLERS, build_parser, cli
 
 
 def test_help_describes_every_option(seld_cli):
@@ -100,3 +102,15 @@ def test_empty_paths_and_names_are_refused(seld_cli):
     for command, option in (("live", "--input"), ("synth", "--classes"), ("synth-sounds", "--packages")):
         result = seld_cli(command, "--out", "x", option, "") if command != "live" else seld_cli(command, option, "")
         assert result.returncode == 2 and f"argument {option}: empty" in result.stderr
+
+
+def test_bench_and_synth_sounds_help_say_what_they_do(capsys):
+    """`seld bench --help` said only "what to measure"; synth-sounds and devices had no description."""
+    from seld.cli import BENCHMARKS
+
+    for command, words in (("bench", [f"  {name}  " for name in BENCHMARKS] + ["(default 20)"]),
+                           ("synth-sounds", ["apt-get download", "manifest.csv"]), ("devices", ["--device"])):
+        with pytest.raises(SystemExit):
+            cli([command, "--help"])
+        text = capsys.readouterr().out
+        assert all(word in text for word in words), (command, text)

@@ -871,3 +871,21 @@ def test_engine_loop_memory_stays_flat(tiny_model_package):
         tracemalloc.stop()
     assert loop.frames == 1500
     assert grown < 100_000, f"{grown} bytes more after 1200 frames"
+
+
+def test_devices_table_fits_long_host_api_names(monkeypatch, capsys):
+    import seld.realtime.capture as capture
+    import seld.realtime.devices as devices
+
+    listed = [{"index": 0, "name": "USB array", "host_api": "JACK Audio Connection Kit", "channels": 4,
+               "default_rate": 48000, "default": True},
+              {"index": 3, "name": "built-in", "host_api": "ALSA", "channels": 2, "default_rate": 44100,
+               "default": False}]
+    monkeypatch.setattr(capture, "import_sounddevice", lambda: None)
+    monkeypatch.setattr(devices, "input_devices", lambda sd: listed)
+    assert devices.devices_command(None) == 0
+    header, *rows = capsys.readouterr().out.splitlines()[:3]
+    assert {line.index("4" if "USB" in line else "2") for line in rows} == {header.index("channels") + 7}
+    monkeypatch.setattr(devices, "input_devices", lambda sd: [])
+    assert devices.devices_command(None) == 1
+    assert capsys.readouterr().err == "seld devices: no audio input devices found\n"

@@ -1,5 +1,6 @@
 """The README's promise, tested the way a newcomer meets it: a clean clone, `make demo`."""
 
+import json
 import os
 import re
 import shutil
@@ -61,7 +62,8 @@ def _venv_on_top_of_ours(venv):
     (Path(site_packages) / "seld_test_ours.pth").write_text("".join(f"{path}\n" for path in sorted(ours)))
 
 
-@pytest.mark.parametrize("arguments, message", [(["--seconds", "0"], "--seconds must be more than 0"),
+@pytest.mark.parametrize("arguments, message", [(["--seconds", "0"], "--seconds must be from 5 to 3600, not 0"),
+                                                (["--seconds", "inf"], "--seconds must be from 5 to 3600, not inf"),
                                                 (["--out", "FILE"], "exists and is not a folder")])
 def test_demo_refuses_bad_arguments_in_one_line(tmp_path, capsys, arguments, message):
     from seld.demo import main
@@ -100,9 +102,26 @@ def test_demo_ends_a_kill_or_a_failed_write_in_one_line_and_clears_a_killed_runs
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.undo()
-    monkeypatch.setattr(demo, "write_audio", unwritable)
+    import seld.audio
+
+    monkeypatch.setattr(seld.audio, "write_audio", unwritable)
     assert demo.main(["--out", str(out), "--seconds", "5"]) == 1
     assert capsys.readouterr().err == f"demo: error: {out / 'scene.wav'}: Permission denied\n"
+    monkeypatch.undo()
+    (out / "scene.png").unlink()
+    (out / "scene.png").mkdir()  # the rename over it fails: the error names it, not the temporary file
+    assert demo.main(["--out", str(out), "--seconds", "5"]) == 1
+    assert capsys.readouterr().err == f"demo: error: {out / 'scene.png'}: Is a directory\n"
+
+
+def test_demo_truth_splits_an_event_where_the_model_would():
+    """A telephone ringing twice was one truth row from its first ring to its last, while the model's
+    table splits at gaps of more than two frames."""
+    from seld.demo import truth_events
+
+    rows = [(frame, 3, 0, 90, 0, 200) for frame in (*range(14, 29), *range(41, 52))]
+    events = truth_events(rows, [f"class{k}" for k in range(13)])
+    assert [(e["onset_s"], e["offset_s"]) for e in events] == [(1.4, 2.9), (4.1, 5.2)]
 
 
 def test_recipe_runs_main_only_after_every_definition():
@@ -123,8 +142,11 @@ def test_the_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
     from seld.audio import write_audio
 
     code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
-    write_audio(tmp_path / "scene.wav", 0.05 * np.random.default_rng(0).standard_normal((4, 24_000 * 2)))
+    (tmp_path / "demo_out").mkdir()
+    write_audio(tmp_path / "demo_out" / "scene.wav", 0.05 * np.random.default_rng(0).standard_normal((4, 24_000 * 2)))
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].startswith("{'frame': 0, 'time_s': 0.0") and len(printed) == 3  # 2 frames, the events
+    frames = [json.loads(line) for line in printed[:-1]]
+    assert [frame["frame"] for frame in frames] == list(range(20)) and frames[0]["time_s"] == 0.0
+    assert isinstance(json.loads(printed[-1]), list)  # the events
