@@ -1,8 +1,8 @@
 """Microphone arrays: the FOA format, the tetrahedral reference array, and array files.
 
 An array file is JSON: ``{"name", "kind": "mic"|"foa", "capsules_m": [[x, y, z], ...],
-"rigid_sphere_radius_m": float|null}``; channel i is capsule i. Coordinates follow
-Coordinates: x front, y left, z up, metres (README, Conventions).
+"rigid_sphere_radius_m": float|null}``; channel i is capsule i. Coordinates: x front, y left,
+z up, metres (README, Conventions).
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ The four front ends, at the defaults (24 kHz, hop 480, window 960, FFT 1024, 64 
   ``_get_salsalite``): log-power linear spectra of bins [2, 384) (to 9 kHz), then for every
   channel m > 0 the phase of X_m conj(X_0) times c / (2 pi f), in metres, in the first 85 of
   those bins (to ~2 kHz) and zeros above: 2C - 1 x 382. For a far-field plane wave from unit
-  direction u it is (r_m - r_0) . u, whatever the array's geometry.
+  direction u and capsules in free field it is (r_m - r_0) . u; a rigid sphere scales it (about
+  1.5x for the tetrahedral array below 1 kHz), the same for every channel.
 
 Logs are 10 log10(max(power, floor)) with a fixed floor: the baseline's per-file top_db
 clipping needs the whole file, so it is not causal.

@@ -195,7 +195,7 @@ def _is_cartesian_6(numbers: np.ndarray) -> bool:
 
 
 def read_events(path: str | os.PathLike, kind: Kind, six_columns: str = "auto",
-                read_as_cartesian: list | None = None) -> Events:
+                read_as_cartesian: list | None = None, read_as_polar: list | None = None) -> Events:
     """Read a reference (``kind="reference"``, distance in cm) or prediction (distance in m) CSV.
     ``six_columns``: how a 6-column prediction file is read (see the module docstring).
 
@@ -227,6 +227,8 @@ def read_events(path: str | os.PathLike, kind: Kind, six_columns: str = "auto",
         if six_columns == "auto" and read_as_cartesian is not None:  # the caller says so: it was a guess
             read_as_cartesian.append(path)
         return Events.from_cartesian(frame, class_index, track, numbers[:, 0], numbers[:, 1], numbers[:, 2], None)
+    if kind == "prediction" and six_columns == "auto" and read_as_polar is not None:
+        read_as_polar.append(path)
     return Events(frame, class_index, track, numbers[:, 0], numbers[:, 1], numbers[:, 2] * distance_scale)
 
 
@@ -235,10 +237,11 @@ def read_reference(path: str | os.PathLike) -> Events:
     return read_events(path, "reference")
 
 
-def read_prediction(path: str | os.PathLike, six_columns: str = "auto", read_as_cartesian: list | None = None
-                    ) -> Events:
-    """A prediction CSV of any variant (polar or Cartesian, with or without distance in m)."""
-    return read_events(path, "prediction", six_columns, read_as_cartesian)
+def read_prediction(path: str | os.PathLike, six_columns: str = "auto", read_as_cartesian: list | None = None,
+                    read_as_polar: list | None = None) -> Events:
+    """A prediction CSV of any variant (polar or Cartesian, with or without distance in m).
+    `read_as_cartesian` and `read_as_polar` collect the paths of 6-column files by how "auto" read them."""
+    return read_events(path, "prediction", six_columns, read_as_cartesian, read_as_polar)
 
 
 # ----------------------------------------------------------------------------- writing

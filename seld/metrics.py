@@ -456,11 +456,19 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
         more = f"; and {len(pairs.skipped) - 3} more" if len(pairs.skipped) > 3 else ""
         raise SeldError(f"no prediction CSV under {prediction_folder} matches a reference CSV under "
                         f"{reference_folder} (by relative path or by file name){reasons}{more}")
-    guessed: list = []
-    loaded = [(prediction_path, reference_path, read_prediction(prediction_path, six_columns, guessed),
+    guessed, polar = [], []
+    loaded = [(prediction_path, reference_path, read_prediction(prediction_path, six_columns, guessed, polar),
                read_reference(reference_path))
               for prediction_path, reference_path in pairs.matched]
     notes = []
+    if guessed and polar:
+        # One folder is one format: files whose values all happen to lie in [-1, 1] (sources within a
+        # degree of the front, under a metre away) are polar like the others, not x,y,z.
+        loaded = [(p, r, read_prediction(p, "polar") if p in guessed else prediction, reference)
+                  for p, r, prediction, reference in loaded]
+        notes.append(f"{len(guessed)} 6-column prediction file(s) whose values all lie in [-1, 1] read as "
+                     f"azimuth,elevation,distance like the other {len(polar)}, e.g. {guessed[0]}")
+        guessed = []
     if guessed:
         notes.append(f"{len(guessed)} 6-column prediction file(s) read as x,y,z (every value in [-1, 1], as the "
                      f"baselines write them), e.g. {guessed[0]}; --pred-format polar reads azimuth,elevation,distance")

@@ -356,3 +356,21 @@ def test_what_evaluate_guessed_or_left_out_is_said(seld_cli, tmp_path):
     (predictions / "b.csv").write_text("0;1;0;31;10;1.5\n")  # other separators: no header, an error
     result = seld_cli("evaluate", "--ref", references, "--pred", predictions)
     assert result.returncode == 1 and "b.csv" in result.stderr and "columns" in result.stderr
+
+
+def test_a_polar_file_within_a_degree_of_the_front_is_read_as_its_folder_is(tmp_path):
+    """Polar rows of sources within a degree of the front and under a metre away fit the x,y,z
+    guess: alone among polar files, such a file was read as x,y,z and turned distance scoring off
+    for the whole folder (two perfect predictions: F 0.5, LE 34 degrees)."""
+    from seld.metrics import evaluate_folders
+
+    references, predictions = tmp_path / "ref", tmp_path / "pred"
+    references.mkdir()
+    predictions.mkdir()
+    for name, (azimuth, elevation, distance) in {"near": (0.6, 0.9, 0.85), "far": (60, 10, 2.5)}.items():
+        (references / f"{name}.csv").write_text(
+            "".join(f"{frame},1,0,{azimuth},{elevation},{int(distance * 100)}\n" for frame in range(20)))
+        (predictions / f"{name}.csv").write_text(
+            "".join(f"{frame},1,0,{azimuth},{elevation},{distance}\n" for frame in range(20)))
+    metrics = evaluate_folders(references, predictions, average="micro", num_classes=13).metrics
+    assert metrics["F"] == pytest.approx(1.0) and metrics["DistE"] == pytest.approx(0.0, abs=1e-6)
