@@ -45,6 +45,7 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".ai
 READ_BLOCK_S = 10.0  # seconds per block read from a file
 STREAM_BLOCK = 4800  # samples per block pushed with --streaming (200 ms, as a sound card would)
 STREAMING_AHEAD = 4  # files per engine thread in flight with --streaming (each holds its outputs open)
+PLAIN_EVERY_S = 30.0  # progress lines, where stderr is no terminal
 
 
 @dataclass(frozen=True)
@@ -225,28 +226,39 @@ def _annotate_streaming(engine: Engine, progress: _Progress, plot: bool, stop: t
 
 
 class _Bar:
-    """A progress bar over hours of audio that also counts files."""
+    """A progress bar over hours of audio that also counts files. Where stderr is no terminal (a log
+    file, CI), plain lines instead, one every PLAIN_EVERY_S at most: a bar's carriage returns
+    would fill the log with one endless line."""
 
     def __init__(self, files: int, seconds: float, disable: bool = False):
         self.files, self.done = files, 0
-        self.total_h = seconds / 3600
-        self.bar = tqdm(total=max(seconds, 1e-9), desc="annotate", file=sys.stderr, dynamic_ncols=True,
-                        disable=disable,
+        self.total_s, self.seconds = max(seconds, 1e-9), 0.0
+        self.plain = not disable and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+        self.bar = tqdm(total=self.total_s, desc="annotate", file=sys.stderr, dynamic_ncols=True,
+                        disable=disable or self.plain,
                         bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
         # Log lines while the bar shows (a truncated file's warning) printed above it, not into it.
-        self.logs = contextlib.nullcontext() if disable else logging_redirect_tqdm(tqdm_class=tqdm)
+        self.logs = contextlib.nullcontext() if disable or self.plain else logging_redirect_tqdm(tqdm_class=tqdm)
         self.logs.__enter__()
+        self.said_s = 0.0
         self._describe()
 
-    def _describe(self, coming_s: float = 0.0) -> None:  # `coming_s`: the update about to be shown
-        # In the description: tqdm puts ", " before a postfix, after the bar.
-        self.bar.set_description_str(f"annotate {self.done}/{self.files} files, {(self.bar.n + coming_s) / 3600:.2f}/"
-                                     f"{self.total_h:.2f} h", refresh=False)
+    def _counts(self) -> str:
+        return f"{self.done}/{self.files} files, {self.seconds / 3600:.2f}/{self.total_s / 3600:.2f} h"
+
+    def _describe(self) -> None:
+        if self.plain:
+            if self.said_s == 0.0 or time.monotonic() - self.said_s >= PLAIN_EVERY_S or self.done == self.files:
+                self.said_s = time.monotonic()
+                print(f"annotate {self._counts()}", file=sys.stderr, flush=True)
+        else:  # in the description: tqdm puts ", " before a postfix, after the bar
+            self.bar.set_description_str(f"annotate {self._counts()}", refresh=False)
 
     def advance(self, seconds: float, files: int = 0) -> None:
         self.done += files
-        seconds = min(seconds, self.bar.total - self.bar.n)  # float sums of the files' parts may pass the total
-        self._describe(seconds)
+        seconds = min(seconds, self.total_s - self.seconds)  # float sums of the files' parts may pass the total
+        self.seconds += seconds
+        self._describe()
         self.bar.update(seconds)
 
     def write(self, text: str) -> None:
