@@ -26,6 +26,7 @@ def _umask() -> int:
 
 
 FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are 0600
+FOLDER_MODE = 0o777 & ~_umask()  # what mkdir would give; mkdtemp's folders are 0700
 
 
 def temporary_beside(path: Path) -> tuple[int, str]:

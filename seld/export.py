@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from seld import SeldError
+from seld.atomic import FILE_MODE, FOLDER_MODE
 from seld.audio import HOP, LABEL_HOP
 from seld.engine import FORMAT_VERSION
 from seld.model import SelfAttention
@@ -293,6 +295,7 @@ def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Pat
         info, training_config, card = package_info(network, config, checkpoint, name or out_dir.name), checkpoint["config"], None
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_staging(out_dir)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     except OSError as error:
         raise SeldError(f"{out_dir}: cannot write the package there ({error.strerror or error})") from None
@@ -304,9 +307,9 @@ def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Pat
         save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(staging / "weights.safetensors"),
                   metadata={"config": json.dumps(training_config)})
         (staging / "README.md").write_text(card if card is not None else model_card(_finite(info)))
-        staging.chmod(0o755)
+        staging.chmod(FOLDER_MODE)
         for path in staging.iterdir():
-            path.chmod(0o644)
+            path.chmod(FILE_MODE)
         _put_in_place(staging, out_dir)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
@@ -325,6 +328,15 @@ def _finite(value):
     if isinstance(value, list):
         return [_finite(item) for item in value]
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _remove_dead_staging(out_dir: Path) -> None:
+    """What an export killed outright (SIGKILL, a power cut) left beside `out_dir`: its staging
+    folder (".NAME.<8 random characters>") or a package it had moved aside (".replaced")."""
+    pattern = re.compile(re.escape(f".{out_dir.name}.") + r"[a-z0-9_]{8}(\.replaced)?")
+    for path in out_dir.parent.iterdir():
+        if pattern.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _put_in_place(staging: Path, out_dir: Path) -> None:

@@ -456,3 +456,17 @@ def test_a_training_run_given_as_a_model_says_to_export_it(tiny_run, tiny_model_
         Engine(tiny_run, device="cpu")
     with pytest.raises(SeldError, match=f"a file; a model is the package folder that holds seld.json \\({tiny_model_package}\\)"):
         Engine(tiny_model_package / "seld.json", device="cpu")
+
+
+def test_what_a_killed_export_left_goes_and_modes_follow_the_umask(tiny_run, tmp_path):
+    (tmp_path / ".pkg.k1ll3d_0").mkdir()  # a staging folder of an export killed with SIGKILL
+    (tmp_path / ".pkg.k1ll3d_0" / "model.onnx").write_bytes(b"half")
+    (tmp_path / ".pkg.ab12cd34.replaced").mkdir()  # a package moved aside
+    (tmp_path / ".pkg.notes").mkdir()  # not ours: left alone
+    result = subprocess.run(["sh", "-c", 'umask 027 && exec "$0" -m seld export "$1" --out "$2"', sys.executable,
+                             str(tiny_run), str(tmp_path / "pkg")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pkg.notes", "pkg"]
+    # the modes a umask of 027 gives (they were 0755 and 0644 whatever the umask)
+    assert (tmp_path / "pkg").stat().st_mode & 0o777 == 0o750
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "pkg").iterdir()} == {0o640}
