@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from seld import SeldError
+from seld.interrupts import sigterm_interrupts
 from seld.realtime.capture import (BLOCK_S, QUEUE_S, BlockQueue, DeviceSource, FileSource, PortAudioMissing,
                                    Recorder, parse_channels)
 from seld.realtime.loop import LiveLoop
@@ -121,25 +122,10 @@ def _ms(value) -> str:
 _ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
-@contextlib.contextmanager
 def _ending_signals_as_interrupt():
-    """SIGTERM, and SIGHUP (its terminal closed), end a run the way Ctrl-C does (main thread only:
-    signals are delivered there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    # A signal ignored already stays ignored: `nohup seld live ...` must outlive its terminal.
-    caught = [s for s in _ENDING_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
-    previous = [signal.signal(s, interrupt) for s in caught]
-    try:
-        yield
-    finally:
-        for s, handler in zip(caught, previous):
-            signal.signal(s, handler)
+    """SIGTERM, and SIGHUP (its terminal closed), end a run the way Ctrl-C does; `nohup seld live`
+    outlives its terminal."""
+    return sigterm_interrupts(_ENDING_SIGNALS)
 
 
 @contextlib.contextmanager

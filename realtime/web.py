@@ -122,7 +122,7 @@ class WebView:
         # A page that reconnects says the last frame it got (EventSource sends the last `id:`):
         # it gets only the frames of this run after it, not its timeline twice.
         run, _, frame = handler.headers.get("Last-Event-ID", "").partition("-")
-        seen = int(frame) if run == self.run and frame.isdigit() else -1
+        seen = int(frame) if run == self.run and frame.isdecimal() and frame.isascii() else -1
         with self.clients_lock:  # with close(): a page gets the end event however late it comes
             backlog = [message for frame, message in self.history if frame > seen]  # opened mid-run: the timeline so far
             if self.closing:

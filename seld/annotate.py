@@ -77,26 +77,29 @@ def has_outputs(job: Job) -> bool:
     return output_path(job.output_stem, ".csv").exists() and output_path(job.output_stem, ".json").exists()
 
 
-def outputs_made_by(job: Job) -> tuple[str, str] | None:
-    """(file, model) that the job's outputs record (NAME.json's first line), or None when they
-    are not there or cannot be read."""
+def outputs_made_by(job: Job) -> dict | None:
+    """The header of the job's NAME.json ({"file", "path", "model", ...}); None when the job has no
+    outputs, {} when they are there but are not seld's or cannot be read."""
     if not has_outputs(job):
         return None
     try:
         with output_path(job.output_stem, ".json").open(encoding="utf-8") as handle:
             line = handle.readline()
         header = json.loads(line if line.rstrip().endswith("}") else line + "]}")  # events follow, a line each
-        return str(header["file"]), str(header["model"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return header if isinstance(header, dict) and {"file", "model"} <= header.keys() else {}
+    except (OSError, ValueError):
+        return {}
 
 
-def _same_file(recorded: str, source: Path) -> bool:
-    if recorded == path_text(source):
+def _same_file(header: dict, source: Path) -> bool:
+    """Whether outputs whose header is `header` were made from `source`: by their absolute path
+    (outputs of seld before it recorded one: by the file as it was named)."""
+    recorded = header.get("path") or header["file"]
+    if recorded == path_text(Path(os.path.abspath(source)) if "path" in header else source):
         return True
     try:
-        return os.path.samefile(recorded, source)  # named another way, or from another folder
-    except OSError:
+        return os.path.samefile(recorded, source)  # named another way (a link, ..)
+    except (OSError, TypeError, ValueError):
         return False
 
 
@@ -152,11 +155,13 @@ def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str
                 problems.append(f"{text}: matches no audio file")
             jobs += found
     # A file named twice (a pattern and its folder, a relative and an absolute path) is done once, as first named.
-    unique, seen = [], set()
-    for job in jobs:
-        if (identity := _identity(job.source)) not in seen:
-            seen.add(identity)
-            unique.append(job)
+    unique, seen = [], {}
+    for job in jobs:  # the same name and file: one file named twice (links with other names are files of their own)
+        if (key := (_identity(job.source), job.source.name)) in seen:
+            log.info("%s: the same file as %s, annotated once", job.source, seen[key].source)
+            continue
+        seen[key] = job
+        unique.append(job)
     by_stem: dict[Path, list[Job]] = {}
     for job in unique:
         by_stem.setdefault(job.output_stem, []).append(job)
@@ -180,7 +185,8 @@ def _identity(path: Path) -> Path:
 
 def _open_outputs(engine: Engine, progress: _Progress, plot: bool) -> FileOutputs:
     try:
-        progress.outputs = FileOutputs(progress.job.output_stem, engine.class_names, engine.has_distance, plot)
+        progress.outputs = FileOutputs(progress.job.output_stem, engine.class_names, engine.has_distance, plot,
+                                       replaces=has_outputs(progress.job))
     except OSError as error:
         raise SeldError(f"{progress.job.source}: cannot write its outputs ({error})") from None
     return progress.outputs
@@ -306,6 +312,7 @@ def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bo
         bar.advance(0.0, files=1)
     started = time.perf_counter()
     completed, audio_seconds = 0, 0.0
+    results = None
     try:
         results = (_annotate_streaming_all(engine, files, bar, plot) if streaming
                    else _annotate_all(engine, files, readers, bar, plot))
@@ -329,6 +336,8 @@ def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bo
             bar.advance(progress.duration_s - progress.reported_s, files=1)
             progress.reported_s = progress.duration_s
     finally:
+        if results is not None:  # interrupted: its threads stop before what they opened is discarded
+            results.close()
         if own_bar:
             bar.close()
         for progress in files:  # interrupted: leave nothing half-written
@@ -344,7 +353,7 @@ def annotate_command(args) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise SeldError(f"--out {out_dir}: exists and is not a folder")
     model_dir = Path(args.model) if args.model else default_model_dir(args.format)
-    model_name = ModelInfo.load(model_dir).data.get("name", model_dir.name)  # as Engine.name
+    model_name = ModelInfo.load(model_dir).name
     jobs, problems = find_jobs(args.inputs, out_dir)
     if not args.overwrite:
         jobs, done, others = _left_to_do(jobs, model_name, args.plot)
@@ -390,14 +399,16 @@ def _left_to_do(jobs: list[Job], model_name: str, plot: bool) -> tuple[list[Job]
         if made is None:
             left.append(job)
             continue
-        file, model = made
         there = output_path(job.output_stem, ".json")
-        if not _same_file(file, job.source):
-            problems.append(f"{job.source}: not annotated: {there} holds the outputs of another file ({file}); "
-                            f"--overwrite replaces them, or give another --out")
-        elif model != model_name:
-            problems.append(f"{job.source}: not annotated: {there} holds outputs of model {model}, not {model_name}; "
-                            f"--overwrite replaces them, or give another --out")
+        if not made:
+            problems.append(f"{job.source}: not annotated: {there} is no seld annotation (or cannot be read); "
+                            f"--overwrite replaces it, or give another --out")
+        elif not _same_file(made, job.source):
+            problems.append(f"{job.source}: not annotated: {there} holds the outputs of another file "
+                            f"({made.get('path') or made['file']}); --overwrite replaces them, or give another --out")
+        elif made["model"] != model_name:
+            problems.append(f"{job.source}: not annotated: {there} holds outputs of model {made['model']}, not "
+                            f"{model_name}; --overwrite replaces them, or give another --out")
         elif plot and not output_path(job.output_stem, ".png").exists():
             left.append(job)
         else:

@@ -7,6 +7,7 @@ only when their subcommand runs, so `seld annotate` never pays for torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -121,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run directory or checkpoint file (several checkpoints of one network: their weights "
                         "averaged); or a model package, to re-export its graphs")
     p.add_argument("--out", type=_given, required=True,
-                   help="model package folder to write: a new or empty folder, or a package, which it replaces")
+                   help="model package folder to write: a new or empty folder, or a package, which it replaces "
+                        "(the folder itself is replaced: `--out .` leaves a shell inside it in a deleted folder)")
 
     p = sub.add_parser("annotate", help="annotate audio files: DCASE CSV, events JSON, plots")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
@@ -215,8 +217,11 @@ def cli(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")
     module_name, function_name = HANDLERS[args.command].split(":")
     try:
-        handler = getattr(importlib.import_module(module_name), function_name)
-        with sigterm_interrupts():  # a kill unwinds as Ctrl-C: no temporary file, folder or child process stays
+        # A kill unwinds as Ctrl-C: no temporary file, folder or child process stays. Not in a rank of
+        # torchrun, which stops ranks with SIGTERM: one blocked in a collective would never unwind.
+        distributed = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+        with contextlib.nullcontext() if distributed else sigterm_interrupts():
+            handler = getattr(importlib.import_module(module_name), function_name)
             return int(handler(args) or 0)
     except ModuleNotFoundError as error:
         missing = (error.name or "").split(".")[0]

@@ -25,6 +25,7 @@ import numpy as np
 
 OUTPUT_FORMATS = ("sed_doa", "accdoa", "multi_accdoa")
 LABEL_HOP_S = 0.1
+MAX_GAP_FRAMES = 2  # a track missing this many frames or fewer goes on as one event
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ class EventTracker:
     cost more than the math.
     """
 
-    def __init__(self, max_step_deg: float = 30.0, max_gap_frames: int = 2, hop_s: float = LABEL_HOP_S,
+    def __init__(self, max_step_deg: float = 30.0, max_gap_frames: int = MAX_GAP_FRAMES, hop_s: float = LABEL_HOP_S,
                  class_names: Sequence[str] | None = None, keep_frames: bool = True):
         self.max_step_deg, self.max_gap_frames, self.hop_s = max_step_deg, max_gap_frames, hop_s
         self.class_names = class_names
@@ -335,7 +336,7 @@ def _by_frame(detections: Iterable[Detection]):
 
 
 def track_events(detections: Iterable[Detection], class_names: Sequence[str] | None = None,
-                 hop_s: float = LABEL_HOP_S, max_step_deg: float = 30.0, max_gap_frames: int = 2) -> list[dict]:
+                 hop_s: float = LABEL_HOP_S, max_step_deg: float = 30.0, max_gap_frames: int = MAX_GAP_FRAMES) -> list[dict]:
     """The ``events`` list of ``NAME.json`` (README, Outputs) for a whole file, sorted by onset."""
     tracker = EventTracker(max_step_deg, max_gap_frames, hop_s, class_names)
     events = []
@@ -346,7 +347,7 @@ def track_events(detections: Iterable[Detection], class_names: Sequence[str] | N
 
 
 def assign_tracks(detections: Iterable[Detection], max_step_deg: float = 30.0,
-                  max_gap_frames: int = 2) -> list[Detection]:
+                  max_gap_frames: int = MAX_GAP_FRAMES) -> list[Detection]:
     """Detections with stable per-class track ids (the ids ``track_events`` gives), e.g. for CSV rows."""
     tracker = EventTracker(max_step_deg, max_gap_frames)
     tracked = []

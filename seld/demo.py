@@ -8,7 +8,6 @@ the events found next to the truth with the DCASE metrics, and writes the plot.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
@@ -16,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from seld import SeldError
+from seld.decode import MAX_GAP_FRAMES
+from seld.interrupts import sigterm_interrupts
 
 MIN_SECONDS, MAX_SECONDS = 5.0, 3600.0  # shorter scenes may hold no moving source
 MOVING_DEGREES = 10.0  # an event whose azimuth moves more is shown as moving, in both tables
-SPLIT_GAP_FRAMES = 2  # the tracker's: truth frames further apart are two events, as the model's are
 DEMO_SEED = 2026  # a seed that gives a scene with a moving source; the search below checks it
 ROOM_SEED = 90_000  # room seeds of the shipped models' data are small integers: this room is unseen
 
@@ -47,9 +47,9 @@ def truth_events(rows, class_names) -> list[dict]:
     summaries = []
     for (class_index, source), every_frame in events.items():
         every_frame = np.array(sorted(every_frame), float)
-        breaks = np.flatnonzero(np.diff(every_frame[:, 0]) > SPLIT_GAP_FRAMES + 1) + 1
+        breaks = np.flatnonzero(np.diff(every_frame[:, 0]) > MAX_GAP_FRAMES + 1) + 1  # as the tracker splits
         for frames in np.split(every_frame, breaks):
-                summaries.append({"class_name": class_names[class_index], "onset_s": frames[0, 0] / 10,
+            summaries.append({"class_name": class_names[class_index], "onset_s": frames[0, 0] / 10,
                               "offset_s": (frames[-1, 0] + 1) / 10, "azimuth_start": frames[0, 1],
                               "azimuth_end": frames[-1, 1], "elevation": frames[:, 2].mean(),
                               "distance_m": frames[:, 3].mean()})
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seconds must be from {MIN_SECONDS:g} to {MAX_SECONDS:g}, not {args.seconds:g}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         parser.error(f"--out {args.out}: exists and is not a folder")
-    signal.signal(signal.SIGTERM, _interrupt)  # a kill ends it as Ctrl-C does: no temporary file left
     try:
-        return run(Path(args.out), args.format, args.seconds)
+        with sigterm_interrupts():  # a kill ends it as Ctrl-C does: no temporary file left
+            return run(Path(args.out), args.format, args.seconds)
     except SeldError as error:
         print(f"demo: error: {error}", file=sys.stderr)
         return 1
@@ -95,10 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("demo: interrupted", file=sys.stderr)
         return 130
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def run(out: Path, format_name: str, seconds: float) -> int:

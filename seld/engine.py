@@ -101,6 +101,11 @@ class ModelInfo:
     def layout(self) -> OutputLayout:
         return OutputLayout.of(self.data["output"])
 
+    @property
+    def name(self) -> str:
+        """The model's name: seld.json's, else its folder's (outputs record it)."""
+        return str(self.data.get("name", self.folder.name))
+
 
 def _providers(device: str) -> list[str]:
     import onnxruntime
@@ -250,7 +255,7 @@ class Engine:
 
     def _read_settings(self, data: dict) -> FeatureConfig:
         """seld.json's settings as attributes; returns the front end's configuration."""
-        self.name: str = data.get("name", self.model_dir.name)
+        self.name: str = self.info.name
         self.sample_rate: int = int(data["sample_rate"])
         self.num_channels: int = int(data["num_channels"])
         self.array = Array.from_dict(data["array"], str(self.model_dir / "seld.json"))

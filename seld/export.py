@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from safetensors import SafetensorError
+
 from seld import SeldError
 from seld.atomic import FILE_MODE, FOLDER_MODE
 from seld.audio import HOP, LABEL_HOP
@@ -149,8 +151,8 @@ def check_graphs(network: SeldNetwork, folder: Path, seconds: float = 3.0, seed:
             differences[f"stream{chunk}_vs_offline"] = float(np.abs(np.concatenate(pieces, axis=1) - got).max())
     failed = [key for key, value in differences.items() if not value <= TOLERANCE]  # NaN fails too
     if failed:
-        worst = failed[0]
-        raise SeldError(f"{folder}: exported graph disagrees ({worst}: max abs difference {differences[worst]:.2e} "
+        first = failed[0]
+        raise SeldError(f"{folder}: exported graph disagrees ({first}: max abs difference {differences[first]:.2e} "
                         f"> {TOLERANCE}); nothing written")
     return differences
 
@@ -286,8 +288,9 @@ def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Pat
             network, config = network_from_checkpoint(checkpoint)
         except SeldError as error:
             raise SeldError(f"{source}: {error}") from None
-        except (KeyError, IndexError, TypeError, RuntimeError, ValueError) as error:  # weights that do not fit
-            raise SeldError(f"{source}: not a seld checkpoint of this network ({str(error).splitlines()[0]})") from None
+        except (KeyError, RuntimeError) as error:  # weights missing, or of other shapes (load_state_dict)
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            raise SeldError(f"{source}: not a seld checkpoint of this network ({reason})") from None
         broken = [key for key, value in network.state_dict().items()
                   if value.is_floating_point() and not torch.isfinite(value).all()]
         if broken:  # training diverged: ONNX Runtime would give numbers where PyTorch gives NaN
@@ -313,7 +316,7 @@ def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Pat
         _put_in_place(staging, out_dir)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, OSError) or type(error).__name__ == "SafetensorError":  # a full disk
+        if isinstance(error, (OSError, SafetensorError)):  # a full disk
             raise SeldError(f"{out_dir}: cannot write the package ({getattr(error, 'strerror', None) or error}); "
                             "nothing written") from None
         raise

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
+import threading
 from contextlib import contextmanager
 
 
@@ -17,18 +19,28 @@ def die_with_parent() -> None:
 
 
 @contextmanager
-def sigterm_interrupts():
-    """SIGTERM (systemd, docker, `timeout`) stops a command as Ctrl-C does: it unwinds, so temporary
-    files and folders go and child processes are stopped."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
+def sigterm_interrupts(signals: tuple[int, ...] = (signal.SIGTERM,)):
+    """SIGTERM (systemd, docker, `timeout`), and whatever else `signals` names, stops a command as
+    Ctrl-C does: it unwinds, so temporary files and folders go and child processes are stopped.
+    Main thread only (signals are delivered there). A signal ignored already stays ignored (`nohup`).
+    A process forked inside (a worker pool) gets its default back on the signal: it dies with the
+    parent that `die_with_parent` tells it of, instead of unwinding into its pool's next task."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    owner = os.getpid()
+
+    def interrupt(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    caught = [number for number in signals if signal.getsignal(number) is not signal.SIG_IGN]
+    previous = [signal.signal(number, interrupt) for number in caught]
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in zip(caught, previous):
+            signal.signal(number, handler)

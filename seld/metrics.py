@@ -456,7 +456,7 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
         more = f"; and {len(pairs.skipped) - 3} more" if len(pairs.skipped) > 3 else ""
         raise SeldError(f"no prediction CSV under {prediction_folder} matches a reference CSV under "
                         f"{reference_folder} (by relative path or by file name){reasons}{more}")
-    guessed, polar = [], []
+    guessed, polar = [], []  # paths, by how the 6-column guess read them
     loaded = [(prediction_path, reference_path, read_prediction(prediction_path, six_columns, guessed, polar),
                read_reference(reference_path))
               for prediction_path, reference_path in pairs.matched]
@@ -464,7 +464,8 @@ def evaluate_folders(reference_folder: str | Path, prediction_folder: str | Path
     if guessed and polar:
         # One folder is one format: files whose values all happen to lie in [-1, 1] (sources within a
         # degree of the front, under a metre away) are polar like the others, not x,y,z.
-        loaded = [(p, r, read_prediction(p, "polar") if p in guessed else prediction, reference)
+        reread = set(guessed)
+        loaded = [(p, r, read_prediction(p, "polar") if p in reread else prediction, reference)
                   for p, r, prediction, reference in loaded]
         notes.append(f"{len(guessed)} 6-column prediction file(s) whose values all lie in [-1, 1] read as "
                      f"azimuth,elevation,distance like the other {len(polar)}, e.g. {guessed[0]}")

@@ -94,8 +94,12 @@ class FileOutputs:
     engine's). `commit` writes NAME.json (and NAME.png) and moves NAME.csv into place, last;
     `discard` leaves nothing behind."""
 
-    def __init__(self, stem: Path, class_names: Sequence[str], with_distance: bool, plot: bool = False):
+    def __init__(self, stem: Path, class_names: Sequence[str], with_distance: bool, plot: bool = False,
+                 replaces: bool = False):
+        """`replaces`: these outputs replace earlier ones of seld's (--overwrite), whose plot, when
+        this makes none, goes with them once the new outputs are in place."""
         self.stem, self.class_names, self.with_distance = stem, list(class_names), with_distance
+        self.replaces = replaces
         self.tracker = EventTracker(class_names=self.class_names)
         descriptor, self.csv_temporary = temporary_beside(output_path(stem, ".csv"))
         self.csv = os.fdopen(descriptor, "w", encoding="utf-8", newline="\n")
@@ -136,12 +140,12 @@ class FileOutputs:
                 with temporary_path(output_path(self.stem, ".png")) as png_temporary:
                     write_plot(png_temporary, self.detections, self.class_names, duration_s, path_text(source))
                 written.append((png_temporary, output_path(self.stem, ".png")))
-            else:  # an earlier run's plot (--overwrite without --plot) would no longer match
-                output_path(self.stem, ".png").unlink(missing_ok=True)
             self.csv.close()
             written.append((Path(self.csv_temporary), output_path(self.stem, ".csv")))
             for temporary, final in written:
                 put_in_place(temporary, final)
+            if self.detections is None and self.replaces:  # the earlier outputs' plot would no longer match
+                output_path(self.stem, ".png").unlink(missing_ok=True)
         except BaseException:
             for temporary, _ in written:
                 temporary.unlink(missing_ok=True)
@@ -211,8 +215,8 @@ def _numbers(values: Sequence[float]) -> list[str]:
 
 def _events_document(source: Path, model: str, sample_rate: int, duration_s: float, events: list[str]) -> bytes:
     """NAME.json with one event per line (an indented dump of an hour's per-frame lists is slow)."""
-    header = json.dumps({"file": path_text(source), "model": model, "sample_rate": sample_rate,
-                         "duration_s": round(duration_s, 6)})
+    header = json.dumps({"file": path_text(source), "path": path_text(Path(os.path.abspath(source))), "model": model,
+                         "sample_rate": sample_rate, "duration_s": round(duration_s, 6)})
     body = "\n" + ",\n".join(events) + "\n" if events else ""
     return (header[:-1] + ', "events": [' + body + "]}\n").encode()
 

@@ -730,7 +730,7 @@ def test_a_rerun_skips_only_outputs_of_the_same_file_and_model(tiny_model_packag
     assert cli(["annotate", str(first), *model]) == 0  # the same file, named another way: done
     assert "skipping 1 file(s) already annotated" in capsys.readouterr().out
     assert cli(["annotate", str(second), *model]) == 1  # another file: refused, and its outputs left alone
-    assert (f"{second}: not annotated: {out / 'take.json'} holds the outputs of another file (a/take.wav); "
+    assert (f"{second}: not annotated: {out / 'take.json'} holds the outputs of another file ({first}); "
             "--overwrite replaces them") in capsys.readouterr().err
     assert (out / "take.json").read_bytes() == written
     other_model = tmp_path / "other-model"
@@ -862,3 +862,81 @@ def test_worker_log_lines_go_to_the_parents_bar():
     finally:
         logger.removeHandler(handler)
     assert messages.get_nowait() == ("write", "WARNING seld.test-worker: take.wav: truncated")
+
+
+def test_reruns_from_other_folders_are_judged_by_the_absolute_path(tiny_model_package, tmp_path, capsys,
+                                                                  monkeypatch):
+    """NAME.json recorded the file as named (relative to the first run's folder): a take.wav of
+    another folder, named alike from there, was taken as done, and the same file named from
+    elsewhere was refused."""
+    first, second = wav(tmp_path / "A" / "take.wav", 0.3, seed=1), wav(tmp_path / "B" / "take.wav", 0.3, seed=2)
+    out = tmp_path / "out"
+    model = ["--model", str(tiny_model_package), "--out", str(out)]
+    monkeypatch.chdir(tmp_path / "A")
+    assert cli(["annotate", "take.wav", *model]) == 0
+    monkeypatch.chdir(tmp_path / "B")
+    capsys.readouterr()
+    assert cli(["annotate", "take.wav", *model]) == 1
+    assert f"holds the outputs of another file ({first})" in capsys.readouterr().err
+    monkeypatch.chdir("/")
+    assert cli(["annotate", str(first), *model]) == 0
+    assert "skipping 1 file(s) already annotated" in capsys.readouterr().out
+    assert second.is_file()
+
+
+def test_links_of_other_names_are_files_of_their_own_and_foreign_outputs_are_left(tiny_model_package, tmp_path,
+                                                                                  capsys):
+    pool = wav(tmp_path / "pool" / "x.wav", 0.3)
+    for name in ("train/a.wav", "test/b.wav"):
+        (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / name).symlink_to(pool)
+    jobs, problems = find_jobs([str(tmp_path / "data")], tmp_path / "out")
+    assert [job.output_stem.name for job in jobs] == ["b", "a"] and problems == []
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "x.csv").write_text("my own table\n")
+    (out / "x.json").write_text('{"my": "notes"}\n')
+    (out / "x.png").write_bytes(b"my own picture")
+    assert cli(["annotate", str(pool), "--model", str(tiny_model_package), "--out", str(out)]) == 1
+    assert f"{out / 'x.json'} is no seld annotation (or cannot be read); --overwrite replaces it" in (
+        capsys.readouterr().err)
+    assert (out / "x.csv").read_text() == "my own table\n" and (out / "x.png").read_bytes() == b"my own picture"
+    (out / "x.csv").unlink()  # no earlier outputs: a plot of that name is not ours to remove
+    assert cli(["annotate", str(pool), "--model", str(tiny_model_package), "--out", str(out)]) == 0
+    assert (out / "x.png").read_bytes() == b"my own picture"
+
+
+def test_an_interrupt_while_a_streamed_file_is_written_stops_the_rest_and_leaves_nothing(tiny_model_package,
+                                                                                       tmp_path, monkeypatch):
+    """The streaming generator stayed open past the interrupt: its threads went on with the files
+    queued, and the outputs of those that finished stayed as temporary files."""
+    import seld.annotate
+    from seld.outputs import FileOutputs
+
+    for index in range(8):
+        wav(tmp_path / "in" / f"f{index}.wav", 0.3, seed=index)
+    commits, interrupted = [], threading.Event()
+    original_commit, original_streaming = FileOutputs.commit, seld.annotate._annotate_streaming
+
+    def interrupted_commit(self, *args):
+        commits.append(self.stem.name)
+        if len(commits) == 2:
+            interrupted.set()
+            raise KeyboardInterrupt
+        return original_commit(self, *args)
+
+    def streaming(engine, progress, *args):  # the files after the first two start once the run is interrupted
+        if progress.job.source.name not in ("f0.wav", "f1.wav"):
+            interrupted.wait(timeout=10)
+        return original_streaming(engine, progress, *args)
+
+    monkeypatch.setattr(FileOutputs, "commit", interrupted_commit)
+    monkeypatch.setattr(seld.annotate, "_annotate_streaming", streaming)
+    engine = Engine(tiny_model_package, device="cpu", parallel=2)
+    jobs, _ = find_jobs([str(tmp_path / "in")], tmp_path / "out")
+    with pytest.raises(KeyboardInterrupt):
+        annotate(engine, jobs, progress_bar=False, streaming=True)
+    for thread in threading.enumerate():  # the old way, the pool went on after the interrupt
+        if thread.name.startswith("seld-stream"):
+            thread.join(timeout=10)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f0.csv", "f0.json"]

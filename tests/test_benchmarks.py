@@ -131,3 +131,26 @@ def test_a_killed_bench_stops_its_child_and_a_failed_child_is_one_error(tmp_path
         os.kill(child, 0)
     with pytest.raises(SeldError, match=r"failing: the benchmark's child process failed \(exit status 1\):\nno figures"):
         run_child("failing", {})
+
+
+def test_a_process_forked_under_the_sigterm_handler_dies_of_sigterm():
+    """Pool workers forked by `seld synth` inherited the handler: killed with their parent, they
+    unwound into their pool's next task and lived on, orphaned."""
+    import os
+    import signal
+    import time
+
+    from seld.interrupts import sigterm_interrupts
+
+    with sigterm_interrupts():
+        child = os.fork()
+        if child == 0:
+            try:
+                time.sleep(30)
+            except BaseException:
+                os._exit(3)  # the interrupt reached the child's Python code
+            os._exit(0)
+        time.sleep(0.2)
+        os.kill(child, signal.SIGTERM)
+        _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM

@@ -3,6 +3,7 @@ import logging
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -293,8 +294,9 @@ def test_annotate_a_folder(tiny_model_package, tmp_path, seld_cli):
             assert (out / (name + suffix)).is_file(), name + suffix
     assert not (out / "dev-train" / "broken.csv").exists()
     document = json.loads((out / "dev-val" / "fold2_room2_mix001.json").read_text())
-    assert set(document) == {"file", "model", "sample_rate", "duration_s", "events"}
-    assert document["duration_s"] == 4.0
+    assert set(document) == {"file", "path", "model", "sample_rate", "duration_s", "events"}
+    assert document["duration_s"] == 4.0 and Path(document["path"]).is_absolute()
+    assert Path(document["path"]).samefile(document["file"])
     for event in document["events"]:
         assert set(event) == {"class", "class_name", "track", "onset_s", "offset_s", "azimuth", "elevation",
                               "distance_m", "frames"}

@@ -689,7 +689,8 @@ def test_web_view_resends_only_the_frames_a_reconnecting_page_missed():
                      for key, headers in (("new", {}), ("back", {"Last-Event-ID": f"{web.run}-6"}),
                                           ("odd", {"Last-Event-ID": "x"}),
                                           # the page saw another run on this port (since stopped): all of this one
-                                          ("other run", {"Last-Event-ID": "0badc0de-6"}))]
+                                          ("other run", {"Last-Event-ID": "0badc0de-6"}),
+                                          ("superscript", {"Last-Event-ID": f"{web.run}-\u00b2"}))]
         for listener in listeners:
             listener.start()
         deadline = time.monotonic() + 10
@@ -701,7 +702,7 @@ def test_web_view_resends_only_the_frames_a_reconnecting_page_missed():
     for listener in listeners:
         listener.join(timeout=5)
     assert results == {"new": list(range(11)), "back": [7, 8, 9, 10], "odd": list(range(11)),
-                       "other run": list(range(11))}
+                       "other run": list(range(11)), "superscript": list(range(11))}
 
 
 def test_web_view_closes_without_waiting_on_a_stalled_page_and_tells_a_silent_input():

@@ -192,10 +192,12 @@ def test_web_page_starts_afresh_on_a_new_run_and_fits_a_phone(chromium, artifact
     second = WebView(port, {"model": "second-model", "class_names": ["c", "d", "e"], "has_distance": False})
     try:
         chromium.wait_for("document.getElementById('status').textContent === 'live'")  # EventSource retried
+        # Known before its first frame (a silent input sends none): the new run's model, an empty timeline
+        chromium.wait_for("document.getElementById('model').textContent.startsWith('second-model')")
+        assert chromium.evaluate("columns.length") == 0
         for frame in range(3):
             second.frame(*frame_message(frame, 2, 0.5 + frame / 10))
         chromium.wait_for("document.body.dataset.frame === '2'")
-        chromium.wait_for("document.getElementById('model').textContent.startsWith('second-model')")
         assert chromium.evaluate("columns.length") == 3
         assert chromium.evaluate("info.class_names.join()") == "c,d,e"
     finally:

@@ -16,14 +16,14 @@ def run_child(module: str, arguments: dict) -> dict:
     """`python -m module ARGUMENTS_JSON` in a fresh process (one that never imports torch, so its
     memory and timings are the engine's); its figures are the last line it prints, as JSON. An
     interrupt stops it too."""
-    child = subprocess.Popen([sys.executable, "-m", module, json.dumps(arguments)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = child.communicate()
-    except BaseException:
-        child.kill()
-        child.wait()
-        raise
+    with subprocess.Popen([sys.executable, "-m", module, json.dumps(arguments)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as child:
+        try:
+            stdout, stderr = child.communicate()
+        except BaseException:
+            child.kill()
+            child.wait()  # Popen's exit does not wait on a KeyboardInterrupt
+            raise
     if child.returncode:
         raise SeldError(f"{module}: the benchmark's child process failed (exit status {child.returncode}):\n"
                         f"{stderr[-3000:]}")
