@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["default", "seldnet", "dcase2023", "tiny"], default=None, help="model and training preset")
     p.add_argument("--config", help="TOML file of config fields")
     p.add_argument("--resume", type=_given, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
-    p.add_argument("overrides", nargs="*", metavar="field=value", help="config overrides, e.g. epochs=1 model.causal=false")
+    p.add_argument("overrides", nargs="*", metavar="field=value", help="config overrides, e.g. epochs=1 batch_size=16 model.dropout=0.1")
 
     p = sub.add_parser("export", help="export a trained run to an ONNX model package")
     p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT", nargs="+",

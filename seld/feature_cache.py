@@ -1,4 +1,4 @@
-"""An optional on-disk cache of training features (`seld train cache_features=true`).
+"""An optional on-disk cache of training features (`seld train feature_cache=DIR`).
 
 By default training computes features on the device from audio crops, which costs no
 disk and lets channel swaps act on the audio. Where reading and transforming audio is the

@@ -23,24 +23,58 @@ def sigterm_interrupts(signals: tuple[int, ...] = (signal.SIGTERM,)):
     """SIGTERM (systemd, docker, `timeout`), and whatever else `signals` names, stops a command as
     Ctrl-C does: it unwinds, so temporary files and folders go and child processes are stopped.
     Main thread only (signals are delivered there). A signal ignored already stays ignored (`nohup`).
-    A process forked inside (a worker pool) gets its default back on the signal: it dies with the
-    parent that `die_with_parent` tells it of, instead of unwinding into its pool's next task."""
+    A process forked inside (a worker pool) dies of the signal instead of unwinding into its pool's
+    next task (living on, orphaned, when `die_with_parent` told it of its parent's death); the
+    deaths of workers are no error once the command stops (a DataLoader's workers die of the
+    group's SIGTERM: its SIGCHLD handler raised 'worker killed by signal' over the interrupt)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     owner = os.getpid()
 
     def interrupt(signum, frame):
-        if os.getpid() != owner:
+        if os.getpid() != owner:  # a worker forked under it
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
-            return
-        raise KeyboardInterrupt
+        else:
+            _stopping()
+            if _deferred["depth"]:
+                _deferred["pending"] = True
+            else:
+                raise KeyboardInterrupt
 
     caught = [number for number in signals if signal.getsignal(number) is not signal.SIG_IGN]
     previous = [signal.signal(number, interrupt) for number in caught]
+    child_handler = signal.getsignal(signal.SIGCHLD) if hasattr(signal, "SIGCHLD") else None
     try:
         yield
     finally:
         for number, handler in zip(caught, previous):
             signal.signal(number, handler)
+        if child_handler is not None:
+            signal.signal(signal.SIGCHLD, child_handler)
+
+
+def _stopping() -> None:
+    """The command stops: its workers may die of the same signal, which is no error now."""
+    if hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+_deferred = {"depth": 0, "pending": False}
+
+
+@contextmanager
+def interrupts_deferred():
+    """A signal that comes inside this block interrupts at its end. For code an exception must not
+    land in: forking workers (Python prints and drops an exception raised in logging's at-fork
+    hook, and the signal is lost), or an object half made (a DataLoader iterator whose __del__
+    then fails on the attributes it never got)."""
+    _deferred["depth"] += 1
+    try:
+        yield
+    finally:
+        _deferred["depth"] -= 1
+    if not _deferred["depth"] and _deferred["pending"]:
+        _deferred["pending"] = False
+        raise KeyboardInterrupt

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from seld.data_prep.sound_bank import STARSS23_CLASSES, class_key
 from seld.dataset import CropDataset, Recording, check_metadata, split_recordings
 from seld.decode import OutputLayout, decode
 from seld.feature_cache import cache_features, cache_folder
+from seld.interrupts import interrupts_deferred
 from seld.features import FeatureConfig, feature_shape
 from seld.formats import read_reference
 from seld.losses import SeldLoss
@@ -388,6 +390,9 @@ def warm_start(network: SeldNetwork, classes: tuple[str, ...], checkpoint: dict,
     head = getattr(network.crnn, "head", None)  # (multi-)ACCDOA: its last Linear is the output layer
     output_layer = "crnn.head." + (f"{len(head) - 1}." if isinstance(head, torch.nn.Sequential) else "")
     copied, widened, output = 0, [], ""
+    # Only the first convolution's inputs may differ (the front ends' features); any other shape is
+    # another architecture (a GRU of other inputs once took 4 of its 32 input weights, the rest zero).
+    first_convolution = next(name for name, value in own.items() if name.startswith("crnn.") and value.dim() == 4)
     for name, value in checkpoint["model"].items():
         if not name.startswith("crnn."):
             continue
@@ -402,7 +407,7 @@ def warm_start(network: SeldNetwork, classes: tuple[str, ...], checkpoint: dict,
         elif value.shape == target.shape:
             target.copy_(value)
             copied += 1
-        elif value.dim() > 1 and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
+        elif name == first_convolution and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
             target.zero_()
             target[:, :shared] = value[:, :shared]
             widened.append(f"{name} ({shared} of {target.shape[1]} input channels)")
@@ -429,8 +434,10 @@ def remove_half_written_files(run_dir: Path) -> None:
 def batches_of(loader: torch.utils.data.DataLoader):
     """The loader's batches. A SeldError raised in a loader worker process comes back wrapped in
     that worker's traceback; it is raised here as its own one-line message."""
+    with interrupts_deferred():  # it forks the workers
+        batches = iter(loader)
     try:
-        yield from loader
+        yield from batches
     except SeldError as error:
         text = str(error)
         if text.startswith("Caught SeldError") and "SeldError: " in text:
@@ -482,9 +489,11 @@ def validate(network: SeldNetwork, recordings: list[Recording], config: TrainCon
 @torch.no_grad()
 def normalization_statistics(network: SeldNetwork, recordings: list[Recording], count: int,
                              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation per feature channel and bin over training recordings only."""
+    """Mean and standard deviation per feature channel and bin over training recordings only: `count`
+    of them spread over the list (the first `count` were all of one STARSS23 part, or of one room)."""
     total, total_square, frames = None, None, 0
-    for recording in recordings[:count]:
+    picked = sorted(set(np.linspace(0, len(recordings) - 1, min(count, len(recordings))).round().astype(int)))
+    for recording in (recordings[index] for index in picked):
         audio, _ = read_audio(recording.audio_path, channels=network.num_channels)
         features = network.features(torch.from_numpy(audio)[None].to(device))[0].double()  # [C, T, F]
         total = features.sum(1) if total is None else total + features.sum(1)
@@ -537,6 +546,11 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
 
     array = dataset_array(config.data, config.format)
     train_recordings, validation_recordings = split_recordings(config.data, config.format, array.num_channels)
+    if validation_recordings and not any(len(read_reference(r.metadata_path).frame) for r in validation_recordings):
+        # Every epoch would score F 0 and SELD 1: best.pt would stay the first epoch for good.
+        log.warning("%s: the validation split's metadata holds no events: not validated; the best epoch "
+                    "follows the training loss", validation_recordings[0].metadata_path.parent)
+        validation_recordings = []
     validated = resume is not None and any("SELD" in row for row in resume["history"])
     if resume is not None and validated != bool(validation_recordings):
         # Its best epoch and metrics.csv's columns went by validation scores, or by training loss.
@@ -626,7 +640,7 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         model.train()
         started, total_loss, batches = time.perf_counter(), 0.0, 0
         progress = tqdm(batches_of(loader), total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                        disable=not main_process, leave=False)
+                        disable=not main_process or not sys.stderr.isatty(), leave=False)  # a log gets the epoch lines
         for audio, targets in progress:
             audio, targets = audio.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
@@ -757,6 +771,13 @@ def train_command(args) -> int:
         run_dir = Path(args.out)
         if (run_dir / "last.pt").exists():
             raise SeldError(f"{run_dir}: holds a run already; continue it with --resume {run_dir} or pick another --out")
+        if run_dir.is_file():
+            raise SeldError(f"--out {run_dir}: a file, not a folder")
+        others = sorted(p.name for p in run_dir.iterdir() if p.name not in (*RUN_FILES, "tensorboard")
+                        and not p.name.startswith(".")) if run_dir.is_dir() else []  # a run killed before its first epoch
+        if others:  # config.json and metrics.csv of another program were overwritten without a word
+            raise SeldError(f"--out {run_dir}: a folder that holds other files ({', '.join(others[:3])}); a run starts "
+                            "in a new or empty folder")
         config = resolve_config(args.format, args.preset, args.config, args.overrides, args.data)
         split_recordings(config.data, config.format)  # a dataset that is not there fails before the run folder is made
         checkpoint = None

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -799,7 +800,7 @@ def test_bad_places_and_files_are_one_line(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     (tmp_path / "latin1.toml").write_bytes(b"epochs = 1 # caf\xe9\n")
     (tmp_path / "list.toml").write_text('format = ["foa"]\n')
-    for args, said in ((["--out", str(tmp_path / "afile")], f"{tmp_path / 'afile'}: cannot write there"),
+    for args, said in ((["--out", str(tmp_path / "afile")], f"--out {tmp_path / 'afile'}: a file, not a folder"),
                        (["--out", str(tmp_path / "afile" / "sub")], "cannot write there"),
                        (["--out", str(tmp_path / "run"), f"feature_cache={tmp_path / 'afile'}"], "cannot write there"),
                        (["--out", str(tmp_path / "run"), "--config", str(tmp_path / "latin1.toml")], "not valid TOML"),
@@ -831,3 +832,89 @@ def test_a_config_file_is_read_strictly_and_its_paths_are_relative_to_it(tmp_pat
     (data / "dataset.json").write_text('{"classes": "bell"}')
     assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny"]) == 1
     assert "dataset.json: classes must be a list of names" in capsys.readouterr().err
+
+
+def test_sigterm_to_the_group_with_loader_workers_ends_as_ctrl_c(tmp_path):
+    """`timeout`, systemd and Slurm signal the whole group: the DataLoader workers died of it under
+    the main process, which then failed ('DataLoader worker killed by signal', exit 1), or its
+    interrupt was dropped inside logging's at-fork hook and it trained on."""
+    data = tiny_dataset(tmp_path / "data")
+    for attempt in range(2):
+        run = tmp_path / f"run{attempt}"
+        process = subprocess.Popen([sys.executable, "-m", "seld", "train", "--data", str(data), "--out", str(run),
+                                    "--preset", "tiny", "epochs=1000", "workers=2"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        deadline = time.time() + 120
+        while not (run / "last.pt").exists() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3 * attempt)  # once right after an epoch's end (the workers are forked again), once later
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130, stderr[-2000:]
+        assert stderr.rstrip().endswith("seld train: interrupted") and "Traceback" not in stderr, stderr[-2000:]
+
+
+def test_init_from_widens_only_the_first_convolution(tiny_run, tmp_path, capsys):
+    """Other mel bands change the GRU's inputs: 4 of its 32 input weights were copied, the rest
+    zeroed, and training went on as if it had the source's detector."""
+    data = tiny_dataset(tmp_path / "data")
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=1",
+                "features.n_mels=128", "features.gcc_lags=128", f"init_from={tiny_run}"]) == 1
+    err = capsys.readouterr().err
+    assert "init_from needs the same architecture; crnn.gru.weight_ih_l0 is" in err and "Traceback" not in err
+
+
+def test_dataset_files_in_any_case_without_hidden_ones_and_an_output_folder_of_other_files(tmp_path, capsys):
+    """X.WAV was passed over (a dataset of them: 'no recordings'); macOS's ._X.wav stopped the run
+    ('no metadata file'); an --out folder of other files had its config.json overwritten."""
+    from seld.dataset import find_recordings
+
+    data = tiny_dataset(tmp_path / "data")
+    wav = next((data / "foa_dev" / "dev-train").glob("*.wav"))
+    wav.rename(wav.with_suffix(".WAV"))
+    (data / "foa_dev" / "dev-train" / f"._{wav.name}").write_bytes(b"AppleDouble")
+    names = [recording.audio_path.name for recording in find_recordings(data, "foa", "dev-train")]
+    assert wav.with_suffix(".WAV").name in names and len(names) == 2
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"mine": 1}')
+    (foreign / "notes.txt").write_text("mine")
+    assert cli(["train", "--data", str(data), "--out", str(foreign), "--preset", "tiny", "epochs=1"]) == 1
+    assert f"--out {foreign}: a folder that holds other files (notes.txt)" in capsys.readouterr().err
+    assert (foreign / "config.json").read_text() == '{"mine": 1}'
+    killed = tmp_path / "killed"  # a run killed before its first epoch: started again
+    killed.mkdir()
+    (killed / "config.json").write_text("{}")
+    assert cli(["train", "--data", str(data), "--out", str(killed), "--preset", "tiny", "epochs=1"]) == 0
+
+
+def test_a_validation_split_without_events_does_not_pick_the_best_epoch(tmp_path, caplog):
+    data = tiny_dataset(tmp_path / "data")
+    for csv_path in (data / "metadata_dev" / "dev-val").glob("*.csv"):
+        csv_path.write_text("")
+    with caplog.at_level("WARNING"):
+        assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=1"]) == 0
+    assert "validation split's metadata holds no events: not validated" in caplog.text
+    assert "SELD" not in (tmp_path / "run" / "metrics.csv").read_text()
+
+
+def test_normalization_statistics_come_from_files_spread_over_the_training_set(monkeypatch):
+    """The first 50 files were taken: all of STARSS23's sony part, or the first rooms of a synth set."""
+    import seld.train
+    from seld.dataset import Recording
+    from seld.model import preset
+    from seld.network import SeldNetwork
+    from seld.spectrum import FeatureConfig
+
+    read = []
+
+    def fake_read(path, channels=None):
+        read.append(path.name)
+        return np.zeros((channels, 24_000), np.float32), 24_000
+
+    monkeypatch.setattr(seld.train, "read_audio", fake_read)
+    network = SeldNetwork(FeatureConfig(), preset("tiny"), FOA)
+    recordings = [Recording(Path(f"{index:03d}.wav"), Path(f"{index:03d}.csv"), 10) for index in range(100)]
+    seld.train.normalization_statistics(network, recordings, 5, torch.device("cpu"))
+    assert read == ["000.wav", "025.wav", "050.wav", "074.wav", "099.wav"]
