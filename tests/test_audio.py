@@ -167,3 +167,21 @@ def test_write_audio_wants_channels_first_and_blocks_need_a_size(tmp_path):
     write_audio(tmp_path / "x.wav", np.zeros((4, 2400), np.float32))
     with pytest.raises(ValueError, match="block_samples must be at least 1"):
         next(iter_audio_blocks(tmp_path / "x.wav", block_samples=0))
+
+
+def test_float_samples_far_beyond_one_are_said_once(tmp_path, caplog):
+    """Integer samples saved as floats (values up to 32767) were annotated without a word, and
+    gave a fraction of the detections."""
+    path = tmp_path / "int-scale.wav"
+    soundfile.write(path, (3000.0 * np.random.default_rng(0).standard_normal((48_000, 4))).astype(np.float32), 24_000,
+                    subtype="FLOAT")
+    with caplog.at_level("WARNING"):
+        blocks = list(iter_audio_blocks(path, block_samples=4800))
+    assert len(blocks) == 10
+    assert caplog.text.count("float samples up to") == 1 and "integer samples saved as floats?" in caplog.text
+    caplog.clear()
+    soundfile.write(path, (0.5 * np.random.default_rng(0).standard_normal((4800, 4))).clip(-1.2, 1.2), 24_000,
+                    subtype="FLOAT")
+    with caplog.at_level("WARNING"):
+        list(iter_audio_blocks(path))
+    assert caplog.text == ""
