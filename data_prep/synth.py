@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import multiprocessing
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 SPLITS = (("dev-train", 1), ("dev-val", 2), ("dev-test", 3))
 MAX_CAPSULES = 32  # 260 ran out of memory (24 GB) after 47 s
 SPLIT_SHARES = (0.7, 0.15, 0.15)
+PLAIN_EVERY_S = 60.0  # progress lines where stderr is no terminal
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,22 @@ def _write_json(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
+class _PlainProgress:
+    """tqdm's update/close as plain lines on stderr, one every PLAIN_EVERY_S at most, and the last."""
+
+    def __init__(self, total_s: float, done_s: float):
+        self.total_s, self.done_s, self.said = total_s, done_s, time.monotonic()
+
+    def update(self, seconds: float) -> None:
+        self.done_s += seconds
+        if time.monotonic() - self.said >= PLAIN_EVERY_S or self.done_s >= self.total_s:
+            self.said = time.monotonic()
+            print(f"seld synth: {self.done_s / 60:.1f}/{self.total_s / 60:.1f} min of audio", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
 def synth_command(args) -> int:
     from tqdm import tqdm
 
@@ -280,9 +298,13 @@ def synth_command(args) -> int:
     job = {"out": str(out), "formats": formats, "settings": settings, "seed": args.seed, "classes": classes,
            "sounds": args.sounds, "procedural_share": share, "arrays": arrays}
     # Counts seconds, shows minutes of audio (all formats).
+    # A bar on a terminal; in a log (no terminal), a line every PLAIN_EVERY_S at most, not carriage returns.
+    terminal = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
     bar = tqdm(total=len(mixtures) * seconds_each, initial=(len(mixtures) - len(todo)) * seconds_each,
-               unit="min", unit_scale=1 / 60, desc="synth", dynamic_ncols=True,
+               unit="min", unit_scale=1 / 60, desc="synth", dynamic_ncols=True, disable=not terminal,
                bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min of audio [{elapsed}<{remaining}]")
+    if not terminal:
+        bar = _PlainProgress(len(mixtures) * seconds_each, (len(mixtures) - len(todo)) * seconds_each)
     try:
         if args.workers == 1 or len(todo) <= 1:
             _init_worker(job)

@@ -320,7 +320,7 @@ def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bo
             if isinstance(outcome, FileOutputs):
                 try:
                     outcome.commit(progress.job.source, engine.name, engine.sample_rate,
-                                   progress.samples / engine.sample_rate)
+                                   progress.samples / engine.sample_rate, engine.info.digest)
                 except Exception as error:  # a full disk, or a plot that cannot be drawn: this file fails
                     outcome = SeldError(f"{progress.job.source}: cannot write its outputs "
                                         f"({error if isinstance(error, OSError) else f'{type(error).__name__}: {error}'})")
@@ -353,10 +353,10 @@ def annotate_command(args) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise SeldError(f"--out {out_dir}: exists and is not a folder")
     model_dir = Path(args.model) if args.model else default_model_dir(args.format)
-    model_name = ModelInfo.load(model_dir).name
+    model = ModelInfo.load(model_dir)
     jobs, problems = find_jobs(args.inputs, out_dir)
     if not args.overwrite:
-        jobs, done, others = _left_to_do(jobs, model_name, args.plot)
+        jobs, done, others = _left_to_do(jobs, model, args.plot)
         problems += others
         if done:
             print(f"skipping {done} file(s) already annotated (--overwrite redoes them)")
@@ -389,7 +389,7 @@ def annotate_command(args) -> int:
     return 0
 
 
-def _left_to_do(jobs: list[Job], model_name: str, plot: bool) -> tuple[list[Job], int, list[str]]:
+def _left_to_do(jobs: list[Job], model: ModelInfo, plot: bool) -> tuple[list[Job], int, list[str]]:
     """(jobs to run, how many are done already, problems): a job whose outputs this file and model
     made (with a plot, when one is asked for) is done; one whose outputs another file or model made
     is refused, so that a rerun neither keeps nor overwrites them unasked."""
@@ -406,9 +406,13 @@ def _left_to_do(jobs: list[Job], model_name: str, plot: bool) -> tuple[list[Job]
         elif not _same_file(made, job.source):
             problems.append(f"{job.source}: not annotated: {there} holds the outputs of another file "
                             f"({made.get('path') or made['file']}); --overwrite replaces them, or give another --out")
-        elif made["model"] != model_name:
+        elif made["model"] != model.name:
             problems.append(f"{job.source}: not annotated: {there} holds outputs of model {made['model']}, not "
-                            f"{model_name}; --overwrite replaces them, or give another --out")
+                            f"{model.name}; --overwrite replaces them, or give another --out")
+        elif made.get("model_digest", model.digest) != model.digest:
+            problems.append(f"{job.source}: not annotated: {there} holds outputs of another package named "
+                            f"{model.name} (exported again since, or its seld.json edited); --overwrite replaces "
+                            f"them, or give another --out")
         elif plot and not output_path(job.output_stem, ".png").exists():
             left.append(job)
         else:

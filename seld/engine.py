@@ -106,6 +106,17 @@ class ModelInfo:
         """The model's name: seld.json's, else its folder's (outputs record it)."""
         return str(self.data.get("name", self.folder.name))
 
+    @functools.cached_property
+    def digest(self) -> str:
+        """What the package computes, in 16 hex digits: a hash of its graphs and seld.json (thresholds
+        included). Outputs record it: a package exported again under the same name is another model."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name in ("seld.json", "model.onnx", "stream.onnx"):
+            digest.update((self.folder / name).read_bytes())
+        return digest.hexdigest()[:16]
+
 
 def _providers(device: str) -> list[str]:
     import onnxruntime

@@ -125,7 +125,8 @@ class FileOutputs:
     def _keep(self, events: Iterable[dict]) -> None:
         self.events += [((e["onset_s"], e["class"], e["track"]), json.dumps(e)) for e in events]
 
-    def commit(self, source: Path, model: str, sample_rate: int, duration_s: float) -> None:
+    def commit(self, source: Path, model: str, sample_rate: int, duration_s: float,
+               model_digest: str | None = None) -> None:
         """Every output written under a temporary name first, then all renamed, NAME.csv last: a
         failure leaves none of them (a rerun takes a file whose CSV and JSON are there as done)."""
         written: list[tuple[Path, Path]] = []  # (temporary, final)
@@ -134,7 +135,7 @@ class FileOutputs:
             self.events.sort(key=operator.itemgetter(0))
             with temporary_path(output_path(self.stem, ".json")) as json_temporary:
                 json_temporary.write_bytes(_events_document(source, model, sample_rate, duration_s,
-                                                            [text for _, text in self.events]))
+                                                            [text for _, text in self.events], model_digest))
             written.append((json_temporary, output_path(self.stem, ".json")))
             if self.detections is not None:
                 with temporary_path(output_path(self.stem, ".png")) as png_temporary:
@@ -213,9 +214,11 @@ def _numbers(values: Sequence[float]) -> list[str]:
     return text
 
 
-def _events_document(source: Path, model: str, sample_rate: int, duration_s: float, events: list[str]) -> bytes:
+def _events_document(source: Path, model: str, sample_rate: int, duration_s: float, events: list[str],
+                     model_digest: str | None = None) -> bytes:
     """NAME.json with one event per line (an indented dump of an hour's per-frame lists is slow)."""
     header = json.dumps({"file": path_text(source), "path": path_text(Path(os.path.abspath(source))), "model": model,
+                         **({"model_digest": model_digest} if model_digest else {}),
                          "sample_rate": sample_rate, "duration_s": round(duration_s, 6)})
     body = "\n" + ",\n".join(events) + "\n" if events else ""
     return (header[:-1] + ', "events": [' + body + "]}\n").encode()

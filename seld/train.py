@@ -206,7 +206,13 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
     config = build({})
     if not config.data:
         raise SeldError("no dataset: pass --data DIR (or data=DIR)")
-    config = build(dataset_defaults(config.data))
+    defaults = dataset_defaults(config.data)
+    config = build(defaults)
+    stated = defaults.get("classes")
+    if stated and list(map(class_key, config.classes)) != list(map(class_key, stated)):
+        # The metadata's class indices follow dataset.json: other names would train door events as "dog"
+        raise SeldError(f"classes {','.join(config.classes)}: the dataset's {Path(config.data) / 'dataset.json'} names "
+                        f"its classes {','.join(stated)} (its metadata's class indices follow them); leave classes out")
     channels, bins = feature_shape(config.features, dataset_array(config.data, config.format).num_channels)
     model = dataclasses.replace(config.model, input_channels=channels, input_bins=bins, num_classes=len(config.classes))
     # Absolute: a run resumed, or its epochs averaged, from another working folder finds its data

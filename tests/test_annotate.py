@@ -940,3 +940,19 @@ def test_an_interrupt_while_a_streamed_file_is_written_stops_the_rest_and_leaves
         if thread.name.startswith("seld-stream"):
             thread.join(timeout=10)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f0.csv", "f0.json"]
+
+
+def test_a_package_exported_again_under_its_name_is_another_model(tiny_model_package, tmp_path, capsys):
+    """A rerun judged the model by its name: outputs of a package since exported again (or its
+    threshold edited) were kept as done."""
+    package = tmp_path / "my_model"
+    shutil.copytree(tiny_model_package, package)
+    source = wav(tmp_path / "in" / "take.wav", 0.3)
+    arguments = ["annotate", str(source), "--model", str(package), "--out", str(tmp_path / "out")]
+    assert cli(arguments) == 0
+    assert cli(arguments) == 0 and "skipping 1 file(s) already annotated" in capsys.readouterr().out
+    info = json.loads((package / "seld.json").read_text())
+    info["thresholds"]["activity"] += 0.1
+    (package / "seld.json").write_text(json.dumps(info))
+    assert cli(arguments) == 1
+    assert "holds outputs of another package named" in capsys.readouterr().err

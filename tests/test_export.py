@@ -294,7 +294,7 @@ def test_annotate_a_folder(tiny_model_package, tmp_path, seld_cli):
             assert (out / (name + suffix)).is_file(), name + suffix
     assert not (out / "dev-train" / "broken.csv").exists()
     document = json.loads((out / "dev-val" / "fold2_room2_mix001.json").read_text())
-    assert set(document) == {"file", "path", "model", "sample_rate", "duration_s", "events"}
+    assert set(document) == {"file", "path", "model", "model_digest", "sample_rate", "duration_s", "events"}
     assert document["duration_s"] == 4.0 and Path(document["path"]).is_absolute()
     assert Path(document["path"]).samefile(document["file"])
     for event in document["events"]:

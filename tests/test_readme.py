@@ -150,3 +150,32 @@ def test_the_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
     frames = [json.loads(line) for line in printed[:-1]]
     assert [frame["frame"] for frame in frames] == list(range(20)) and frames[0]["time_s"] == 0.0
     assert isinstance(json.loads(printed[-1]), list)  # the events
+
+
+def test_a_recipe_stopped_by_sigterm_stops_its_step(tmp_path, monkeypatch):
+    """The recipe died of SIGTERM and its `seld synth` or `seld train` step went on, orphaned; a rerun
+    then started a second trainer in the same run folder."""
+    import signal
+    import threading
+    import time
+
+    import seld.data_prep.recipe as recipe
+    from seld.interrupts import sigterm_interrupts
+
+    def children() -> list[str]:
+        return [child for task in Path(f"/proc/{os.getpid()}/task").iterdir()
+                for child in (task / "children").read_text().split()]
+
+    def terminate_when_the_step_runs():
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "data").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = set(children())  # other tests' (a PulseAudio server)
+    killer = threading.Thread(target=terminate_when_the_step_runs, daemon=True)
+    killer.start()
+    with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
+        recipe.seld("synth", "--out", str(tmp_path / "data"), "--minutes", "30", "--workers", "1")
+    killer.join()
+    assert set(children()) <= before

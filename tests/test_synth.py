@@ -127,7 +127,10 @@ def test_rerun_skips_finished_and_redoes_unfinished(dataset, tmp_path, capsys):
     victim.unlink()
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")}
     assert run_synth(out, "--seed", "7") == 0
-    assert "2 already done" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "2 already done" in captured.out
+    # No terminal: progress as plain lines, the last one the whole, no bar's carriage returns
+    assert "\r" not in captured.err and "min of audio\n" in captured.err
     assert files_of(out) == files_of(dataset)
     rewritten = {p for p in stamps if p.stat().st_mtime_ns != stamps[p]}
     assert rewritten <= {p for p in stamps if p.stem == victim.stem}

@@ -918,3 +918,13 @@ def test_normalization_statistics_come_from_files_spread_over_the_training_set(m
     recordings = [Recording(Path(f"{index:03d}.wav"), Path(f"{index:03d}.csv"), 10) for index in range(100)]
     seld.train.normalization_statistics(network, recordings, 5, torch.device("cpu"))
     assert read == ["000.wav", "025.wav", "050.wav", "074.wav", "099.wav"]
+
+
+def test_classes_that_contradict_dataset_json_are_refused(tmp_path, capsys):
+    """A synth dataset of door,knock trained with classes=dog,knock,door: its door events (index 0)
+    were trained as dog, without a word."""
+    data = tiny_dataset(tmp_path / "data")
+    (data / "dataset.json").write_text(json.dumps({"classes": ["door", "knock", "bell"]}))
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=1",
+                "classes=dog,knock,door"]) == 1
+    assert "the dataset's" in capsys.readouterr().err and not (tmp_path / "run").exists()
