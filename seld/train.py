@@ -771,6 +771,10 @@ def train_command(args) -> int:
             config = _absolute_paths(apply_overrides(config, args.overrides))
         if checkpoint is not None:
             _check_resumable(run_dir, trained, config)
+            done = len(checkpoint["history"])
+            if config.epochs < done:  # config.json was rewritten to the fewer epochs, and nothing trained
+                raise SeldError(f"--resume {run_dir}: epochs={config.epochs}, but {done} epochs are done; "
+                                f"export one of them (seld export {run_dir}), or train on with epochs above {done}")
     else:
         if not args.out:
             raise SeldError("pass --out RUN_DIR (or --resume RUN_DIR)")

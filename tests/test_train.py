@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -928,3 +929,13 @@ def test_classes_that_contradict_dataset_json_are_refused(tmp_path, capsys):
     assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", "epochs=1",
                 "classes=dog,knock,door"]) == 1
     assert "the dataset's" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_resume_to_fewer_epochs_than_done_is_refused(tiny_run, tmp_path, capsys):
+    """It said 'trained 2 epochs' and rewrote config.json to epochs=1."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = (run / "config.json").read_text()
+    assert cli(["train", "--resume", str(run), "epochs=1"]) == 1
+    assert f"--resume {run}: epochs=1, but 2 epochs are done" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == before
