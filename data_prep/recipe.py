@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -105,15 +106,18 @@ def wider_synth(seed: int) -> list[str]:
 def seld(*arguments: str) -> None:
     command = [sys.executable, "-m", "seld", *arguments]
     print("+ seld " + " ".join(arguments), flush=True)
-    with subprocess.Popen(command) as step:
+    # In a session of its own: the recipe alone hears Ctrl-C and passes it on, once, so that a step
+    # winding up (a checkpoint, its workers) is not interrupted a second time.
+    with subprocess.Popen(command, start_new_session=True) as step:
         try:
             status = step.wait()
         except BaseException:  # interrupted: the step stops with it (a kill left it training on, orphaned)
-            try:
-                step.wait(timeout=2)  # Ctrl-C reached it too: it is unwinding
-            except subprocess.TimeoutExpired:
-                step.terminate()  # SIGTERM to the recipe alone
-                step.wait()
+            step.send_signal(signal.SIGINT)
+            while step.poll() is None:
+                try:
+                    step.wait()
+                except KeyboardInterrupt:  # asked again: now
+                    step.kill()
             raise
     if status != 0:
         raise SystemExit(f"recipe: step failed: seld {' '.join(arguments)}")

@@ -299,12 +299,12 @@ def synth_command(args) -> int:
            "sounds": args.sounds, "procedural_share": share, "arrays": arrays}
     # Counts seconds, shows minutes of audio (all formats).
     # A bar on a terminal; in a log (no terminal), a line every PLAIN_EVERY_S at most, not carriage returns.
-    terminal = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-    bar = tqdm(total=len(mixtures) * seconds_each, initial=(len(mixtures) - len(todo)) * seconds_each,
-               unit="min", unit_scale=1 / 60, desc="synth", dynamic_ncols=True, disable=not terminal,
-               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min of audio [{elapsed}<{remaining}]")
-    if not terminal:
-        bar = _PlainProgress(len(mixtures) * seconds_each, (len(mixtures) - len(todo)) * seconds_each)
+    total_s, done_s = len(mixtures) * seconds_each, (len(mixtures) - len(todo)) * seconds_each
+    if hasattr(sys.stderr, "isatty") and sys.stderr.isatty():
+        bar = tqdm(total=total_s, initial=done_s, unit="min", unit_scale=1 / 60, desc="synth", dynamic_ncols=True,
+                   bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min of audio [{elapsed}<{remaining}]")
+    else:
+        bar = _PlainProgress(total_s, done_s)
     try:
         if args.workers == 1 or len(todo) <= 1:
             _init_worker(job)

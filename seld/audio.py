@@ -27,6 +27,7 @@ SAMPLE_RATE = 24_000
 HOP = 480  # 20 ms STFT hop
 LABEL_HOP = 2_400  # 100 ms label frame = 5 hops
 FLOAT_PEAK_WARNING = 4.0  # float samples beyond this are said (a little over 1 is ordinary clipping headroom)
+_SAID_PEAK: set[Path] = set()
 MIN_RATE, MAX_RATE = 1_000, 768_000  # sample rates a recording can plausibly have
 # resample_poly's default filter half-length is 10 * max(up, down) samples at the upsampled rate.
 _HALF_LENGTH_FACTOR = 10
@@ -174,10 +175,12 @@ def iter_audio_blocks(
                 break
             if not from_integers:
                 check_finite(path, block, offset, rate)
-                if not warned_scale and (peak := float(np.abs(block).max())) > FLOAT_PEAK_WARNING:
+                if not warned_scale and (peak := max(float(block.max()), -float(block.min()))) > FLOAT_PEAK_WARNING:
                     warned_scale = True  # float audio runs from -1 to 1: the model would hear it clipped
-                    log.warning("%s: float samples up to %.0f, where audio runs from -1 to 1 (integer samples "
-                                "saved as floats?); read as they are", path, peak)
+                    if path not in _SAID_PEAK:  # once a process (training validates a file every epoch)
+                        _SAID_PEAK.add(path)
+                        log.warning("%s: float samples up to %.0f, where audio runs from -1 to 1 (integer samples "
+                                    "saved as floats?); read as they are", path, peak)
             offset += block.shape[1]
             if resampler is None:
                 yield block

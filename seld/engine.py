@@ -53,6 +53,9 @@ from seld.spectrum import FeatureConfig, HostSpectrum
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+# The seld.json fields a package's outputs follow (its digest covers them, and its graphs)
+OUTPUT_SETTINGS = ("sample_rate", "num_channels", "array", "front_end", "hop", "label_hop", "causal", "classes",
+                   "output", "thresholds", "graph_input", "state_size")
 CPU_CHUNK_FRAMES = 10  # label frames per stream.onnx call offline on a CPU (1 s: see the module docstring)
 CPU_LANES = 2  # signals per call on a CPU (2 against 4: 3% less time per hour in 10 alternating runs here)
 GPU_CHUNK_FRAMES = 100  # a GPU wants large calls
@@ -108,13 +111,15 @@ class ModelInfo:
 
     @functools.cached_property
     def digest(self) -> str:
-        """What the package computes, in 16 hex digits: a hash of its graphs and seld.json (thresholds
-        included). Outputs record it: a package exported again under the same name is another model."""
+        """What the package computes, in 16 hex digits: a hash of its graphs and of the seld.json
+        settings its outputs follow (thresholds, classes, ...; not its metrics or card). Outputs
+        record it: a package exported again under the same name is another model."""
         import hashlib
 
         digest = hashlib.sha256()
-        for name in ("seld.json", "model.onnx", "stream.onnx"):
+        for name in ("model.onnx", "stream.onnx"):
             digest.update((self.folder / name).read_bytes())
+        digest.update(json.dumps({key: self.data.get(key) for key in OUTPUT_SETTINGS}, sort_keys=True).encode())
         return digest.hexdigest()[:16]
 
 

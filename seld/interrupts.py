@@ -38,43 +38,56 @@ def sigterm_interrupts(signals: tuple[int, ...] = (signal.SIGTERM,)):
             os.kill(os.getpid(), signum)
         else:
             _stopping()
-            if _deferred["depth"]:
-                _deferred["pending"] = True
+            if _state["depth"]:
+                _state["pending"] = True
             else:
                 raise KeyboardInterrupt
 
     caught = [number for number in signals if signal.getsignal(number) is not signal.SIG_IGN]
     previous = [signal.signal(number, interrupt) for number in caught]
-    child_handler = signal.getsignal(signal.SIGCHLD) if hasattr(signal, "SIGCHLD") else None
     try:
         yield
     finally:
         for number, handler in zip(caught, previous):
             signal.signal(number, handler)
-        if child_handler is not None:
-            signal.signal(signal.SIGCHLD, child_handler)
+        if _state["child_handler"] is not None:  # the command stopped: the handler it replaced
+            signal.signal(signal.SIGCHLD, _state["child_handler"])
+        _state.update(child_handler=None, pending=False)
+
+
+# depth: of interrupts_deferred blocks; pending: a signal came in one; child_handler: the SIGCHLD
+# handler _stopping replaced (None: it did not run)
+_state: dict = {"depth": 0, "pending": False, "child_handler": None}
 
 
 def _stopping() -> None:
     """The command stops: its workers may die of the same signal, which is no error now."""
-    if hasattr(signal, "SIGCHLD"):
+    if hasattr(signal, "SIGCHLD") and _state["child_handler"] is None:
+        _state["child_handler"] = signal.getsignal(signal.SIGCHLD) or signal.SIG_DFL
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
-_deferred = {"depth": 0, "pending": False}
+def _defer(signum, frame) -> None:
+    _stopping()
+    _state["pending"] = True
 
 
 @contextmanager
 def interrupts_deferred():
-    """A signal that comes inside this block interrupts at its end. For code an exception must not
-    land in: forking workers (Python prints and drops an exception raised in logging's at-fork
-    hook, and the signal is lost), or an object half made (a DataLoader iterator whose __del__
-    then fails on the attributes it never got)."""
-    _deferred["depth"] += 1
+    """A signal that comes inside this block (SIGTERM under sigterm_interrupts, or Ctrl-C) interrupts
+    at its end. For code an exception must not land in: forking workers (Python prints and drops an
+    exception raised in logging's at-fork hook, and the signal is lost), or an object half made (a
+    DataLoader iterator whose __del__ then fails on the attributes it never got)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _defer) if main and _state["depth"] == 0 else None
+    _state["depth"] += 1
     try:
         yield
     finally:
-        _deferred["depth"] -= 1
-    if not _deferred["depth"] and _deferred["pending"]:
-        _deferred["pending"] = False
+        _state["depth"] -= 1
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        pending = _state["depth"] == 0 and _state["pending"]
+        _state["pending"] = False if _state["depth"] == 0 else _state["pending"]
+    if pending:  # (an exception on its way out of the block has it stop already)
         raise KeyboardInterrupt

@@ -154,6 +154,15 @@ def dataset_defaults(root: str | Path) -> dict:
     return defaults
 
 
+def _check_classes(config: TrainConfig) -> None:
+    """The classes agree with the dataset's dataset.json, whose names its metadata's class indices
+    follow: other names would train door events as "dog"."""
+    stated = dataset_defaults(config.data).get("classes")
+    if stated and list(map(class_key, config.classes)) != list(map(class_key, stated)):
+        raise SeldError(f"classes {','.join(config.classes)}: the dataset's {Path(config.data) / 'dataset.json'} names "
+                        f"its classes {','.join(stated)} (its metadata's class indices follow them)")
+
+
 def dataset_array(root: str | Path, format_name: str) -> Array:
     """The array a dataset was rendered with, as its dataset.json says (`seld synth --array`
     writes a custom one there), else the format's reference array. Channel swaps, the network's
@@ -206,13 +215,8 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
     config = build({})
     if not config.data:
         raise SeldError("no dataset: pass --data DIR (or data=DIR)")
-    defaults = dataset_defaults(config.data)
-    config = build(defaults)
-    stated = defaults.get("classes")
-    if stated and list(map(class_key, config.classes)) != list(map(class_key, stated)):
-        # The metadata's class indices follow dataset.json: other names would train door events as "dog"
-        raise SeldError(f"classes {','.join(config.classes)}: the dataset's {Path(config.data) / 'dataset.json'} names "
-                        f"its classes {','.join(stated)} (its metadata's class indices follow them); leave classes out")
+    config = build(dataset_defaults(config.data))
+    _check_classes(config)
     channels, bins = feature_shape(config.features, dataset_array(config.data, config.format).num_channels)
     model = dataclasses.replace(config.model, input_channels=channels, input_bins=bins, num_classes=len(config.classes))
     # Absolute: a run resumed, or its epochs averaged, from another working folder finds its data
@@ -646,7 +650,8 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         model.train()
         started, total_loss, batches = time.perf_counter(), 0.0, 0
         progress = tqdm(batches_of(loader), total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                        disable=not main_process or not sys.stderr.isatty(), leave=False)  # a log gets the epoch lines
+                        disable=not main_process or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()),
+                        leave=False)  # a log gets the epoch lines
         for audio, targets in progress:
             audio, targets = audio.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
@@ -701,6 +706,17 @@ def train(config: TrainConfig, run_dir: Path, resume: dict | None = None) -> dic
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return row if main_process else {}
+
+
+def _seld_config(path: Path) -> bool:
+    """`path` is absent, or a seld run's config.json (of a run killed in its first epoch, say)."""
+    if not path.is_file():
+        return True
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"format", "preset", "model", "features"} <= config.keys()
 
 
 def _absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -769,6 +785,7 @@ def train_command(args) -> int:
             config = _settings_of_last_start(run_dir, trained)
         if args.overrides:
             config = _absolute_paths(apply_overrides(config, args.overrides))
+            _check_classes(config)  # data=OTHER: a dataset of the same classes in the same order
         if checkpoint is not None:
             _check_resumable(run_dir, trained, config)
             done = len(checkpoint["history"])
@@ -783,11 +800,8 @@ def train_command(args) -> int:
             raise SeldError(f"{run_dir}: holds a run already; continue it with --resume {run_dir} or pick another --out")
         if run_dir.is_file():
             raise SeldError(f"--out {run_dir}: a file, not a folder")
-        others = sorted(p.name for p in run_dir.iterdir() if p.name not in (*RUN_FILES, "tensorboard")
-                        and not p.name.startswith(".")) if run_dir.is_dir() else []  # a run killed before its first epoch
-        if others:  # config.json and metrics.csv of another program were overwritten without a word
-            raise SeldError(f"--out {run_dir}: a folder that holds other files ({', '.join(others[:3])}); a run starts "
-                            "in a new or empty folder")
+        if not _seld_config(run_dir / "config.json"):  # another program's was overwritten without a word
+            raise SeldError(f"--out {run_dir}: its config.json is not a seld run's; pick another --out")
         config = resolve_config(args.format, args.preset, args.config, args.overrides, args.data)
         split_recordings(config.data, config.format)  # a dataset that is not there fails before the run folder is made
         checkpoint = None

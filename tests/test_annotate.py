@@ -956,3 +956,19 @@ def test_a_package_exported_again_under_its_name_is_another_model(tiny_model_pac
     (package / "seld.json").write_text(json.dumps(info))
     assert cli(arguments) == 1
     assert "holds outputs of another package named" in capsys.readouterr().err
+
+
+def test_the_model_digest_follows_what_the_outputs_depend_on(tiny_model_package, tmp_path):
+    """Recording test scores in a package (the recipe does) made every earlier output 'another model'."""
+    from seld.engine import ModelInfo
+
+    package = tmp_path / "my_model"
+    shutil.copytree(tiny_model_package, package)
+    before = ModelInfo.load(package).digest
+    info = json.loads((package / "seld.json").read_text())
+    info["metrics"]["test"] = {"dev-test": {"F": 0.5}}
+    (package / "seld.json").write_text(json.dumps(info))
+    assert ModelInfo.load(package).digest == before
+    info["classes"][0] = "renamed"
+    (package / "seld.json").write_text(json.dumps(info))
+    assert ModelInfo.load(package).digest != before

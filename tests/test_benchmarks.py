@@ -154,3 +154,36 @@ def test_a_process_forked_under_the_sigterm_handler_dies_of_sigterm():
         os.kill(child, signal.SIGTERM)
         _, status = os.waitpid(child, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+def test_deferred_interrupts_leave_nothing_behind_and_defer_ctrl_c_too():
+    """A SIGTERM in a deferred block that then raised stayed pending, and the next block raised a
+    KeyboardInterrupt out of nowhere; SIGCHLD went back to the default after every command (PyTorch's
+    loader handler, installed once a process, was lost); Ctrl-C was not deferred."""
+    import os
+    import signal
+
+    from seld.interrupts import interrupts_deferred, sigterm_interrupts
+
+    def child_handler(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        with sigterm_interrupts():
+            signal.signal(signal.SIGCHLD, child_handler)  # as a DataLoader installs its own
+        assert signal.getsignal(signal.SIGCHLD) is child_handler  # no signal came: left as it was
+        with sigterm_interrupts():
+            with pytest.raises(ValueError), interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise ValueError("the block failed on its own")
+            with interrupts_deferred():
+                pass  # no stale interrupt
+            with pytest.raises(KeyboardInterrupt):
+                with interrupts_deferred():
+                    signal.raise_signal(signal.SIGINT)
+                    reached = True  # not interrupted inside
+            assert reached
+        assert signal.getsignal(signal.SIGCHLD) is child_handler  # back after the stop
+    finally:
+        signal.signal(signal.SIGCHLD, previous)

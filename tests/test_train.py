@@ -868,7 +868,7 @@ def test_init_from_widens_only_the_first_convolution(tiny_run, tmp_path, capsys)
 
 def test_dataset_files_in_any_case_without_hidden_ones_and_an_output_folder_of_other_files(tmp_path, capsys):
     """X.WAV was passed over (a dataset of them: 'no recordings'); macOS's ._X.wav stopped the run
-    ('no metadata file'); an --out folder of other files had its config.json overwritten."""
+    ('no metadata file'); another program's config.json in --out was overwritten."""
     from seld.dataset import find_recordings
 
     data = tiny_dataset(tmp_path / "data")
@@ -880,14 +880,16 @@ def test_dataset_files_in_any_case_without_hidden_ones_and_an_output_folder_of_o
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "config.json").write_text('{"mine": 1}')
-    (foreign / "notes.txt").write_text("mine")
     assert cli(["train", "--data", str(data), "--out", str(foreign), "--preset", "tiny", "epochs=1"]) == 1
-    assert f"--out {foreign}: a folder that holds other files (notes.txt)" in capsys.readouterr().err
+    assert f"--out {foreign}: its config.json is not a seld run's" in capsys.readouterr().err
     assert (foreign / "config.json").read_text() == '{"mine": 1}'
-    killed = tmp_path / "killed"  # a run killed before its first epoch: started again
-    killed.mkdir()
-    (killed / "config.json").write_text("{}")
-    assert cli(["train", "--data", str(data), "--out", str(killed), "--preset", "tiny", "epochs=1"]) == 0
+    logged = tmp_path / "logged"  # `... 2>&1 | tee runs/x/train.log`: the log is there first
+    logged.mkdir()
+    (logged / "train.log").write_text("")
+    assert cli(["train", "--data", str(data), "--out", str(logged), "--preset", "tiny", "epochs=1"]) == 0
+    (logged / "last.pt").unlink()  # as killed in its first epoch: its config.json is seld's, started again
+    (logged / "best.pt").unlink()
+    assert cli(["train", "--data", str(data), "--out", str(logged), "--preset", "tiny", "epochs=1"]) == 0
 
 
 def test_a_validation_split_without_events_does_not_pick_the_best_epoch(tmp_path, caplog):
@@ -939,3 +941,14 @@ def test_a_resume_to_fewer_epochs_than_done_is_refused(tiny_run, tmp_path, capsy
     assert cli(["train", "--resume", str(run), "epochs=1"]) == 1
     assert f"--resume {run}: epochs=1, but 2 epochs are done" in capsys.readouterr().err
     assert (run / "config.json").read_text() == before
+
+
+def test_a_resume_on_a_dataset_of_other_classes_is_refused(tiny_run, tmp_path, capsys):
+    """`--resume RUN data=OTHER` (the recipe's later stages) skipped the classes check."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    other = tiny_dataset(tmp_path / "other")
+    classes = json.loads((run / "config.json").read_text())["classes"]
+    (other / "dataset.json").write_text(json.dumps({"classes": list(reversed(classes))}))
+    assert cli(["train", "--resume", str(run), f"data={other}", "epochs=3"]) == 1
+    assert "the dataset's" in capsys.readouterr().err
