@@ -50,21 +50,28 @@ def sigterm_interrupts(signals: tuple[int, ...] = (signal.SIGTERM,)):
     finally:
         for number, handler in zip(caught, previous):
             signal.signal(number, handler)
-        if _state["child_handler"] is not None:  # the command stopped: the handler it replaced
-            signal.signal(signal.SIGCHLD, _state["child_handler"])
+        # A command that stopped keeps SIGCHLD quiet to its end: workers may still die of the signal
+        # while the interpreter exits (a DataLoader's handler restored here raised 'worker killed by
+        # signal' then).
         _state.update(child_handler=None, pending=False)
 
 
 # depth: of interrupts_deferred blocks; pending: a signal came in one; child_handler: the SIGCHLD
-# handler _stopping replaced (None: it did not run)
+# handler _stopping replaced (None: no stop came in this command)
 _state: dict = {"depth": 0, "pending": False, "child_handler": None}
 
 
 def _stopping() -> None:
-    """The command stops: its workers may die of the same signal, which is no error now."""
+    """The command stops: its workers may die of the same signal, which is no error now. (A handler
+    that does nothing, not SIG_DFL: Python reports a signal already pending whose handler became
+    SIG_DFL, 'Signal 17 ignored due to race condition'.)"""
     if hasattr(signal, "SIGCHLD") and _state["child_handler"] is None:
         _state["child_handler"] = signal.getsignal(signal.SIGCHLD) or signal.SIG_DFL
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, _workers_ended)
+
+
+def _workers_ended(signum, frame) -> None:
+    pass
 
 
 def _defer(signum, frame) -> None:
