@@ -333,8 +333,7 @@ def annotate(engine: Engine, jobs: list[Job], *, readers: int = 1, streaming: bo
             else:
                 completed += 1
                 audio_seconds += progress.duration_s
-            bar.advance(progress.duration_s - progress.reported_s, files=1)
-            progress.reported_s = progress.duration_s
+            _report(bar, progress, progress.duration_s, files=1)
     finally:
         if results is not None:  # interrupted: its threads stop before what they opened is discarded
             results.close()
@@ -446,9 +445,7 @@ def _annotate_all(engine: Engine, files: list[_Progress], readers: int, bar: _Ba
             if done:
                 yield progress, progress.outputs if progress.failed is None else SeldError(progress.failed)
             else:
-                seconds = min(progress.output_frames * engine.label_hop / engine.sample_rate, progress.duration_s)
-                bar.advance(seconds - progress.reported_s)
-                progress.reported_s = seconds
+                _report(bar, progress, progress.output_frames * engine.label_hop / engine.sample_rate)
 
 
 def _annotate_streaming_all(engine: Engine, files: list[_Progress], bar: _Bar, plot: bool
@@ -463,11 +460,9 @@ def _annotate_streaming_all(engine: Engine, files: list[_Progress], bar: _Bar, p
 
     def next_done():
         first, result = running.popleft()
-        while not _wait(result):
+        while result not in wait([result], timeout=0.5).done:  # an interrupt is not held up for long
             for progress, _ in [(first, result), *running]:
-                seconds = min(progress.samples / engine.sample_rate, progress.duration_s)
-                bar.advance(seconds - progress.reported_s)
-                progress.reported_s = seconds
+                _report(bar, progress, progress.samples / engine.sample_rate)
         return first, result.result()
 
     try:
@@ -482,7 +477,8 @@ def _annotate_streaming_all(engine: Engine, files: list[_Progress], bar: _Bar, p
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _wait(future, seconds: float = 0.5) -> bool:
-    """Whether `future` is done, waiting up to `seconds` (an interrupt is not held up for long)."""
-    wait([future], timeout=seconds)
-    return future.done()
+def _report(bar: _Bar, progress: _Progress, seconds: float, files: int = 0) -> None:
+    """The bar advanced to `seconds` of this file's audio (at most its length)."""
+    seconds = min(seconds, progress.duration_s)
+    bar.advance(seconds - progress.reported_s, files=files)
+    progress.reported_s = seconds

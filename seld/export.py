@@ -306,10 +306,11 @@ def export_package(source: str | Path | Sequence[str | Path], out_dir: str | Pat
         export_graphs(network, staging)
         differences = check_graphs(network, staging)
         info.update(format_version=FORMAT_VERSION, state_size=network.state_size, export_check=differences)
-        (staging / "seld.json").write_text(json.dumps(_finite(info), indent=1, allow_nan=False) + "\n")
+        info = _finite(info)  # seld.json stays JSON, and the card says "nothing detected" for a missing angle
+        (staging / "seld.json").write_text(json.dumps(info, indent=1, allow_nan=False) + "\n")
         save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(staging / "weights.safetensors"),
                   metadata={"config": json.dumps(training_config)})
-        (staging / "README.md").write_text(card if card is not None else model_card(_finite(info)))
+        (staging / "README.md").write_text(card if card is not None else model_card(info))
         staging.chmod(FOLDER_MODE)
         for path in staging.iterdir():
             path.chmod(FILE_MODE)

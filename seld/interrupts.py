@@ -36,12 +36,11 @@ def sigterm_interrupts(signals: tuple[int, ...] = (signal.SIGTERM,)):
         if os.getpid() != owner:  # a worker forked under it
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
+        elif _state["depth"]:
+            _defer(signum, frame)
         else:
             _stopping()
-            if _state["depth"]:
-                _state["pending"] = True
-            else:
-                raise KeyboardInterrupt
+            raise KeyboardInterrupt
 
     caught = [number for number in signals if signal.getsignal(number) is not signal.SIG_IGN]
     previous = [signal.signal(number, interrupt) for number in caught]
@@ -50,23 +49,20 @@ def sigterm_interrupts(signals: tuple[int, ...] = (signal.SIGTERM,)):
     finally:
         for number, handler in zip(caught, previous):
             signal.signal(number, handler)
-        # A command that stopped keeps SIGCHLD quiet to its end: workers may still die of the signal
-        # while the interpreter exits (a DataLoader's handler restored here raised 'worker killed by
-        # signal' then).
-        _state.update(child_handler=None, pending=False)
+        # A command that stopped keeps SIGCHLD quiet to its end (see _stopping).
+        _state["pending"] = False
 
 
-# depth: of interrupts_deferred blocks; pending: a signal came in one; child_handler: the SIGCHLD
-# handler _stopping replaced (None: no stop came in this command)
-_state: dict = {"depth": 0, "pending": False, "child_handler": None}
+_state: dict = {"depth": 0, "pending": False}  # depth of interrupts_deferred blocks; a signal came in one
 
 
 def _stopping() -> None:
-    """The command stops: its workers may die of the same signal, which is no error now. (A handler
-    that does nothing, not SIG_DFL: Python reports a signal already pending whose handler became
-    SIG_DFL, 'Signal 17 ignored due to race condition'.)"""
-    if hasattr(signal, "SIGCHLD") and _state["child_handler"] is None:
-        _state["child_handler"] = signal.getsignal(signal.SIGCHLD) or signal.SIG_DFL
+    """The command stops: its workers may die of the same signal, which is no error now, to the
+    command's end (a DataLoader's SIGCHLD handler, restored as the command unwound, raised 'worker
+    killed by signal' while the interpreter exited). A handler that does nothing, not SIG_DFL:
+    Python reports a signal already pending whose handler became SIG_DFL ('Signal 17 ignored due
+    to race condition')."""
+    if hasattr(signal, "SIGCHLD"):
         signal.signal(signal.SIGCHLD, _workers_ended)
 
 
@@ -95,6 +91,7 @@ def interrupts_deferred():
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
         pending = _state["depth"] == 0 and _state["pending"]
-        _state["pending"] = False if _state["depth"] == 0 else _state["pending"]
+        if _state["depth"] == 0:
+            _state["pending"] = False
     if pending:  # (an exception on its way out of the block has it stop already)
         raise KeyboardInterrupt
