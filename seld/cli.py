@@ -203,6 +203,13 @@ class _ListHelpWithDefaults(_HelpWithDefaults, argparse.RawDescriptionHelpFormat
 
 
 def cli(argv: list[str] | None = None) -> int:
+    # Started with stdout or stderr closed (`>&-`, `2>&-`): what would go there goes nowhere, as
+    # asked. Python sets a closed one to None, and print(file=None) writes to stdout: messages
+    # in the middle of `--json` output.
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -213,8 +220,6 @@ def cli(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if sys.stdout is None:  # started with stdout closed (`>&-`): what it prints goes nowhere, as asked
-        sys.stdout = open(os.devnull, "w")
     module_name, function_name = HANDLERS[args.command].split(":")
     try:
         # A kill unwinds as Ctrl-C: no temporary file, folder or child process stays. Not in a rank of

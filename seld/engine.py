@@ -536,7 +536,9 @@ class Engine:
         if kind in "iu":  # as libsndfile reads integer files
             info = np.iinfo(audio.dtype)
             middle = 0 if kind == "i" else (info.max + 1) // 2
-            return ((audio - middle) * np.float32(1.0 / (info.max - middle + 1))).astype(np.float32)
+            # Unsigned samples are centred in float64: uint8 - 128 wraps around in uint8.
+            centred = audio if kind == "i" else audio.astype(np.float64) - middle
+            return (centred * np.float32(1.0 / (info.max - middle + 1))).astype(np.float32)
         audio = np.asarray(audio, dtype=np.float32)
         if (where := first_non_finite(audio)) is not None:
             raise SeldError(f"audio: NaN or infinite samples (first at sample {where})")

@@ -285,6 +285,11 @@ def test_what_the_engine_takes_as_audio(tiny_model_package):
     expected = np.concatenate(list(engine.outputs(audio)))
     as_int16 = np.round(audio * 32768).clip(-32768, 32767).astype(np.int16)
     assert np.abs(np.concatenate(list(engine.outputs(as_int16))) - expected).max() < 1e-3
+    # Unsigned, as 8-bit WAVs are (scipy.io.wavfile gives uint8): uint8 - 128 wrapped around to 0..255.
+    as_uint8 = (np.round(audio * 128).clip(-128, 127) + 128).astype(np.uint8)
+    assert np.array_equal(engine._check(as_uint8), (as_uint8.astype(np.float32) - 128) / 128)
+    as_uint16 = (as_int16.astype(np.int32) + 32768).astype(np.uint16)
+    assert np.array_equal(engine._check(as_uint16), engine._check(as_int16))
     stream = engine.stream(keep_events=True)
     frames = stream.push(as_int16) + stream.flush()
     assert len(frames) == 30 and stream.take_events() is not None

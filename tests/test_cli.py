@@ -114,3 +114,17 @@ def test_bench_and_synth_sounds_help_say_what_they_do(capsys):
             cli([command, "--help"])
         text = capsys.readouterr().out
         assert all(word in text for word in words), (command, text)
+
+
+def test_a_closed_stderr_keeps_messages_off_stdout(tmp_path):
+    """Started with stderr closed (`2>&-`), progress and errors went to stdout (print(file=None)
+    writes there): `seld live --json`'s frames were followed by status lines."""
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "seld", "annotate", str(tmp_path / "absent.wav"), "--out", str(tmp_path / "out")]
+    closed = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(2))
+    usual = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert "absent.wav: no such file" in usual.stderr and usual.stdout.startswith("annotated 0 file(s), 1 failed")
+    assert closed.returncode == usual.returncode == 1 and closed.stdout == usual.stdout
