@@ -80,15 +80,31 @@ def has_outputs(job: Job) -> bool:
 def outputs_made_by(job: Job) -> dict | None:
     """The header of the job's NAME.json ({"file", "path", "model", ...}); None when the job has no
     outputs, {} when they are there but are not seld's or cannot be read."""
-    if not has_outputs(job):
-        return None
+    return _header(output_path(job.output_stem, ".json")) if has_outputs(job) else None
+
+
+def _header(path: Path) -> dict:
+    """The header of an events file of seld's ({} when it is not one, or cannot be read)."""
     try:
-        with output_path(job.output_stem, ".json").open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8") as handle:
             line = handle.readline()
         header = json.loads(line if line.rstrip().endswith("}") else line + "]}")  # events follow, a line each
         return header if isinstance(header, dict) and {"file", "model"} <= header.keys() else {}
     except (OSError, ValueError):
         return {}
+
+
+def _stray_output(job: Job, plot: bool) -> Path | None:
+    """For a job without both its CSV and JSON: a file there of a name the run would write (the plot's
+    with `plot`) that seld did not leave for this job. The JSON goes in place first and the CSV last,
+    so a JSON alone is a stopped run's, if it is seld's and this file's. (A user's own NAME.csv of
+    labels was overwritten unasked.)"""
+    events = output_path(job.output_stem, ".json")
+    if events.exists():
+        header = _header(events)
+        return None if header and _same_file(header, job.source) else events
+    suffixes = (".csv", ".png") if plot else (".csv",)
+    return next((path for suffix in suffixes if (path := output_path(job.output_stem, suffix)).exists()), None)
 
 
 def _same_file(header: dict, source: Path) -> bool:
@@ -396,7 +412,11 @@ def _left_to_do(jobs: list[Job], model: ModelInfo, plot: bool) -> tuple[list[Job
     for job in jobs:
         made = outputs_made_by(job)
         if made is None:
-            left.append(job)
+            if (stray := _stray_output(job, plot)) is None:
+                left.append(job)
+            else:
+                problems.append(f"{job.source}: not annotated: {stray} is there, and seld did not write it for "
+                                f"this file; --overwrite replaces it, or give another --out")
             continue
         there = output_path(job.output_stem, ".json")
         if not made:

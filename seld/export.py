@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 
 from seld import SeldError
 from seld.atomic import FILE_MODE, FOLDER_MODE
-from seld.audio import HOP, LABEL_HOP
+from seld.audio import LABEL_HOP
 from seld.engine import FORMAT_VERSION
 from seld.model import SelfAttention
 from seld.network import SeldNetwork
@@ -139,7 +139,7 @@ def check_graphs(network: SeldNetwork, folder: Path, seconds: float = 3.0, seed:
     differences = {"offline_vs_torch": float(np.abs(got - expected).max())}
     if network.causal:
         stream = onnxruntime.InferenceSession(str(folder / "stream.onnx"), options, providers=["CPUExecutionProvider"])
-        hops_per_label = LABEL_HOP // HOP
+        hops_per_label = LABEL_HOP // network.front_end.config.hop
         for chunk in (1, 3, 7):
             state = np.zeros((2, network.state_size), np.float32)
             pieces = []
@@ -173,7 +173,7 @@ def package_info(network: SeldNetwork, config: TrainConfig, checkpoint: dict, na
         "array": network.array.to_dict(),
         "graph_input": "spectrum",
         "front_end": network.front_end.config.to_dict(),
-        "hop": HOP,
+        "hop": network.front_end.config.hop,
         "label_hop": LABEL_HOP,
         "chunk_label_frames": 1,
         "causal": network.causal,

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from seld import SeldError
 from seld.arrays import Array, array_for_format
 from seld.atomic import atomic_path, check_writable, write_text_atomic
-from seld.audio import LABEL_HOP, read_audio
+from seld.audio import LABEL_HOP, SAMPLE_RATE, read_audio
 from seld.augment import channel_swaps
 from seld.config import apply_overrides, from_dict, load_toml, to_dict
 from seld.data_prep.sound_bank import STARSS23_CLASSES, class_key
@@ -98,7 +98,15 @@ class TrainConfig:
              "auto, cpu, cuda or cuda:N"),
             ("classes", ",".join(self.classes), not self.classes or not all(c.strip() for c in self.classes),
              "class names, none empty"),
+            ("features.sample_rate", self.features.sample_rate, self.features.sample_rate != SAMPLE_RATE,
+             f"{SAMPLE_RATE} (the rate of datasets and of 100 ms label frames)"),
         ) if bad]
+        # The model's time pooling turns feature frames into label frames: other products trained
+        # into a loss of mismatched shapes, or a model whose frames are not 100 ms.
+        samples_per_label = self.features.hop * math.prod(self.model.pool_time)
+        if samples_per_label != LABEL_HOP:
+            problems.append(f"features.hop {self.features.hop} x model.pool_time {list(self.model.pool_time)} = "
+                            f"{samples_per_label} samples a label frame: must be {LABEL_HOP} (100 ms)")
         if problems:
             raise ValueError("; ".join(problems))
 

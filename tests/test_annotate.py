@@ -906,9 +906,35 @@ def test_links_of_other_names_are_files_of_their_own_and_foreign_outputs_are_lef
     assert f"{out / 'x.json'} is no seld annotation (or cannot be read); --overwrite replaces it" in (
         capsys.readouterr().err)
     assert (out / "x.csv").read_text() == "my own table\n" and (out / "x.png").read_bytes() == b"my own picture"
-    (out / "x.csv").unlink()  # no earlier outputs: a plot of that name is not ours to remove
+    (out / "x.csv").unlink()
+    (out / "x.json").unlink()  # no earlier outputs: a plot of that name is not ours to remove
     assert cli(["annotate", str(pool), "--model", str(tiny_model_package), "--out", str(out)]) == 0
     assert (out / "x.png").read_bytes() == b"my own picture"
+
+
+def test_a_lone_file_of_an_outputs_name_is_not_overwritten(tiny_model_package, tmp_path, capsys):
+    """Only a CSV and JSON together were checked: a user's own NAME.csv of labels alone (or NAME.json,
+    or with --plot NAME.png) was overwritten unasked. A stopped run's JSON alone is redone."""
+    source = wav(tmp_path / "in" / "take.wav", 0.3)
+    out = tmp_path / "out"
+    out.mkdir()
+    annotate_take = ["annotate", str(source), "--model", str(tiny_model_package), "--out", str(out)]
+    for name, options in (("take.csv", []), ("take.json", []), ("take.png", ["--plot"])):
+        (out / name).write_text("mine\n")
+        assert cli(annotate_take + options) == 1
+        assert f"{out / name} is there, and seld did not write it for this file; --overwrite replaces it" in (
+            capsys.readouterr().err)
+        assert (out / name).read_text() == "mine\n" and sorted(p.name for p in out.iterdir()) == [name]
+        if name == "take.png":
+            assert cli(annotate_take) == 0  # no plot asked for: a picture of that name is left alone
+            assert (out / name).read_text() == "mine\n"
+        assert cli(annotate_take + options + ["--overwrite"]) == 0
+        for path in out.iterdir():
+            path.unlink()
+    assert cli(annotate_take) == 0
+    written = (out / "take.csv").read_text()
+    (out / "take.csv").unlink()  # as a run stopped between putting the JSON and the CSV in place leaves it
+    assert cli(annotate_take) == 0 and (out / "take.csv").read_text() == written
 
 
 def test_an_interrupt_while_a_streamed_file_is_written_stops_the_rest_and_leaves_nothing(tiny_model_package,

@@ -47,6 +47,31 @@ def test_check_catches_a_graph_that_disagrees(tiny_run, tmp_path):
         check_graphs(network, tmp_path)
 
 
+def test_a_front_end_of_another_hop_exports_and_runs(tmp_path):
+    """Label frames of 100 ms from a 10 ms hop (pooled 10 x in time): the check fed the stream 20 ms
+    hops' worth of frames, and seld.json said hop 480 (the export failed with a traceback)."""
+    from seld.arrays import array_for_format
+    from seld.engine import Engine
+    from seld.export import check_graphs, export_graphs, package_info
+    from seld.features import FeatureConfig
+    from seld.model import preset
+    from seld.network import SeldNetwork
+    from seld.train import TrainConfig
+
+    model = preset("tiny", pool_time=(10, 1))
+    network = SeldNetwork(FeatureConfig(hop=240), model, array_for_format("foa")).eval()
+    export_graphs(network, tmp_path)
+    assert max(check_graphs(network, tmp_path).values()) <= 1e-4
+    info = package_info(network, TrainConfig(preset="tiny", model=model, features=FeatureConfig(hop=240)), {}, "hop")
+    assert (info["hop"], info["label_hop"]) == (240, 2400)
+    (tmp_path / "seld.json").write_text(json.dumps(info))
+    audio = (0.1 * np.random.default_rng(0).standard_normal((4, 24_000))).astype(np.float32)
+    outputs = np.concatenate(list(Engine(tmp_path, device="cpu").outputs(audio)))
+    with torch.no_grad():
+        expected = network(torch.from_numpy(audio)[None])[0].numpy()
+    assert outputs.shape == (10, expected.shape[1]) and np.abs(outputs - expected).max() < 1e-4
+
+
 @pytest.mark.parametrize("output_format", ["multi_accdoa", "sed_doa"])
 def test_graphs_have_each_heads_two_linear_layers_as_one(output_format):
     """The heads' linear layers (no activation between) are folded for the graphs: the same

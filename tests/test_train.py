@@ -162,6 +162,10 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     ("model.dropout=1.5", "dropout 1.5: must be in [0, 1)"),
     ("device=tpu", "device tpu: must be auto, cpu, cuda or cuda:N"),
     ("classes=,", "classes : must be class names, none empty"),
+    # Label frames are 100 ms: these trained into a loss of mismatched shapes, or exported a model of 50 ms frames.
+    ("features.hop=240", "features.hop 240 x model.pool_time [5, 1] = 1200 samples a label frame: must be 2400"),
+    ("model.pool_time=[5,2]", "features.hop 480 x model.pool_time [5, 2] = 4800 samples a label frame: must be 2400"),
+    ("features.sample_rate=48000", "features.sample_rate 48000: must be 24000"),
 ])
 def test_a_bad_setting_is_one_line_before_the_run_folder_is_made(tmp_path, capsys, override, message):
     data = tiny_dataset(tmp_path / "data")
