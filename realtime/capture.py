@@ -103,7 +103,7 @@ class BlockQueue:
         self.read = 0  # only the consumer writes this
         self.ready: queue.SimpleQueue[int] = queue.SimpleQueue()  # slot numbers; put never blocks
         self.input_overflows = 0  # the device says it lost input (status.input_overflow)
-        self.dropped_blocks = 0  # the queue was full: the engine fell behind
+        self.dropped_blocks = 0  # the queue was full: the engine fell behind, or the device sent a burst
         self.dropped_samples = 0
 
     @property

@@ -96,7 +96,8 @@ def _live(args) -> int:
     stats = outcome["stats"]
     if stats["overflows"]:
         print(f"seld live: {stats['overflows']} overflows: {stats['input_overflows']} reported by the device, "
-              f"{stats['dropped_blocks']} blocks dropped because the engine fell behind (filled with silence)",
+              f"{stats['dropped_blocks']} blocks dropped, more than the {QUEUE_S:.0f} s queue holds (the engine fell "
+              "behind, or the device sent a burst after a stall; filled with silence)",
               file=sys.stderr)
     if stats["display_dropped_frames"]:
         print(f"seld live: the display fell behind and skipped {stats['display_dropped_frames']} frames",

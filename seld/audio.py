@@ -99,9 +99,11 @@ def _check_channels(path: Path, found: int, wanted: int | None) -> None:
 
 def first_non_finite(block: np.ndarray) -> int | None:
     """The first sample of `block` [channels, n] that is NaN or infinite in some channel, or None.
-    One summing pass finds any (they propagate through a sum); only then the exact search."""
-    if np.isfinite(np.add.reduce(block, axis=None)) or np.isfinite(block).all():
-        return None
+    One summing pass finds any (they propagate through a sum); only then the exact search. (A sum of
+    huge finite samples overflows: the exact search says so, without numpy's overflow warning.)"""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(block, axis=None)) or np.isfinite(block).all():
+            return None
     return int(np.argmax(~np.isfinite(block).all(axis=0)))
 
 

@@ -296,19 +296,25 @@ def write_prediction(path: str | os.PathLike, events: Events, cartesian: bool = 
 # ----------------------------------------------------------------------------- finding files
 
 
-def find_csv_files(folder: str | os.PathLike) -> list[Path]:
+def find_csv_files(folder: str | os.PathLike, leaving_out: str | os.PathLike | None = None) -> list[Path]:
     """Every ``*.csv`` under ``folder``, recursively, as paths relative to it, sorted.
 
     Hidden files and folders (names starting with '.') are left out: they are
-    temporary files of an interrupted write or editor droppings.
+    temporary files of an interrupted write or editor droppings. So is the folder
+    ``leaving_out`` where it lies inside ``folder`` (predictions written into the references' tree).
     """
     root = Path(folder)
     if not root.is_dir():
         raise SeldError(f"{root}: no such folder")
+    inside = None
+    if leaving_out is not None and (left := Path(os.path.abspath(leaving_out))) != Path(os.path.abspath(root)):
+        inside = left.parts
     found = []
     for path in root.rglob("*"):
         relative = path.relative_to(root)
         if any(part.startswith(".") for part in relative.parts):
+            continue
+        if inside and Path(os.path.abspath(path)).parts[:len(inside)] == inside:
             continue
         if path.suffix.lower() == ".csv" and path.is_file():
             found.append(relative)
@@ -331,7 +337,7 @@ def match_files(reference_folder: str | os.PathLike, prediction_folder: str | os
     exactly one unmatched prediction carry it, so no reference is scored twice.
     """
     reference_root, prediction_root = Path(reference_folder), Path(prediction_folder)
-    references = find_csv_files(reference_root)
+    references = find_csv_files(reference_root, leaving_out=prediction_root)
     predictions = find_csv_files(prediction_root)
     reference_set = set(references)
     references_by_name: dict[str, list[Path]] = {}

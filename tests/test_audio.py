@@ -153,6 +153,20 @@ def test_nan_samples(tmp_path):
     expect_error(path, "NaN or Inf samples (first at 0.100 s)")
 
 
+def test_huge_finite_samples_are_finite_without_a_numpy_warning():
+    """Samples near float32's largest summed to inf: numpy printed "overflow encountered in reduce"."""
+    import warnings
+
+    from seld.audio import first_non_finite
+
+    block = np.full((4, 100), 3e38, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert first_non_finite(block) is None
+        block[2, 40] = np.inf
+        assert first_non_finite(block) == 40
+
+
 def test_folder_instead_of_file(tmp_path):
     expect_error(tmp_path, "is a folder")
 

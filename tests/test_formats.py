@@ -234,6 +234,19 @@ def test_ambiguous_names_are_skipped(tmp_path):
     assert "2 references named a.csv" in pairs.skipped[0][1]
 
 
+def test_predictions_inside_the_references_are_no_references(tmp_path):
+    """`--ref data --pred data/annotations`: the predictions were found again as references, and
+    every one was skipped as "2 references named a.csv"."""
+    references = tmp_path / "data"
+    for relative in ["metadata/a.csv", "annotations/a.csv"]:
+        (references / relative).parent.mkdir(parents=True, exist_ok=True)
+        (references / relative).write_text("")
+    pairs = match_files(references, references / "annotations")
+    assert pairs.matched == [(references / "annotations" / "a.csv", references / "metadata" / "a.csv")]
+    assert pairs.skipped == [] and pairs.unpaired_references == 0
+    assert len(match_files(references, references).matched) == 2  # one folder as both: each file is its own
+
+
 def test_missing_folder(tmp_path):
     with pytest.raises(SeldError, match="no such folder"):
         find_csv_files(tmp_path / "nowhere")
