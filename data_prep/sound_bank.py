@@ -499,7 +499,7 @@ class FolderBank:
         if not self.root.is_dir():
             raise SeldError(f"{self.root}: not a folder (the sound folder holds one subfolder per class)")
         try:
-            folders = {class_key(p.name): p for p in self.root.iterdir() if p.is_dir()}
+            folders = {class_key(p.name): p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")}
         except OSError as error:
             raise SeldError(f"{self.root}: cannot read the sound folder ({error.strerror or error})") from None
         if not folders:
@@ -519,7 +519,9 @@ class FolderBank:
             try:
                 if not os.access(folder, os.R_OK | os.X_OK):
                     raise PermissionError(errno.EACCES, "Permission denied")
-                files = tuple(sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()))
+                # Not hidden files or folders: macOS's ._X.wav beside X.wav is no audio, and stopped the run.
+                files = tuple(sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
+                                     and not any(part.startswith(".") for part in p.relative_to(folder).parts)))
             except OSError as error:
                 raise SeldError(f"{folder}: cannot read the sound folder of class {name!r} "
                                 f"({error.strerror or error})") from None

@@ -6,8 +6,8 @@ Layout (README, Conventions): ``OUT/foa_dev/<split>/<name>.wav``, ``OUT/mic_dev/
 and ``OUT/dataset.json`` with the seed, classes, rooms, arrays and settings.
 
 Each mixture is seeded from (seed, fold, room, mix), never from the order of work, so
-``--workers`` does not change a byte, and a larger ``--minutes`` keeps the files a smaller
-one made. A mixture is finished when its WAVs and its CSV exist: each file is written to
+``--workers`` does not change a byte, and a rerun with a larger ``--minutes`` makes what a
+fresh run of it would, keeping the files they share. A mixture is finished when its WAVs and its CSV exist: each file is written to
 a temporary name and renamed, the CSV last, so a rerun skips finished mixtures and an
 interrupted run leaves no half-written file.
 """
@@ -187,6 +187,28 @@ def _dataset_description(seed, classes, settings, arrays, rooms, mixtures, bank,
     }
 
 
+def _grown_plan(out: Path, mixtures: list[Mixture], previous: dict, args, description: dict) -> list[Mixture]:
+    """A rerun makes the dataset of the largest --minutes asked of the folder, as a fresh run of it
+    would (`description` updated to match). Splits are rounded one by one, so a larger plan may hold
+    one training mixture fewer than a smaller one (9 -> 10 mixtures: 7 -> 6 in dev-train): the
+    mixtures of the earlier plan that the new one lacks are removed, not kept beside it."""
+    previous_minutes = float(previous.get("minutes_per_format") or 0)
+    if previous_minutes > args.minutes:
+        mixtures = plan(previous_minutes, args.duration, args.rooms)
+        description["splits"] = {split: sorted({m.room for m in mixtures if m.split == split}) for split, _ in SPLITS}
+    description["minutes_per_format"] = max(args.minutes, previous_minutes)
+    planned = set(mixtures)
+    stray = [m for m in plan(previous_minutes, args.duration, args.rooms) if m not in planned] if previous_minutes else []
+    for mixture in stray:
+        wavs, csv = _paths(out, mixture, tuple(description["formats"]))
+        for path in (csv, *wavs.values()):  # the CSV first: a mixture without it is unfinished
+            path.unlink(missing_ok=True)
+    if stray:
+        log.info("removed %d mixture(s) that %g minutes no longer plan (%s), as a fresh run would not make them",
+                 len(stray), description["minutes_per_format"], ", ".join(f"{m.split}/{m.name}" for m in stray))
+    return mixtures
+
+
 def _remove_dead_temporaries(out: Path) -> None:
     """The temporary files of writes a kill cut short (".NAME.wav.x8k2.tmp"). A file is written in
     one go, in well under a minute, so one older than that belongs to no running write."""
@@ -241,6 +263,8 @@ def synth_command(args) -> int:
     share = float(getattr(args, "procedural_share", 0.0) or 0.0)  # callers building a Namespace may leave it out
     if not 0.0 <= share <= 1.0:
         raise SeldError(f"--procedural-share {share:g}: must be between 0 and 1")
+    if share and not args.sounds:
+        log.warning("--procedural-share %g without --sounds: every event is procedural anyway", share)
     arrays = {name: array_for_format(name) for name in formats}
     if args.array:
         custom = load_array(args.array)
@@ -288,7 +312,7 @@ def synth_command(args) -> int:
         ):
             raise SeldError(f"{manifest}: this folder holds a dataset made with other settings; use another --out")
         description["formats"] = {**previous.get("formats", {}), **description["formats"]}
-        description["minutes_per_format"] = max(args.minutes, previous.get("minutes_per_format", 0))
+        mixtures = _grown_plan(out, mixtures, previous, args, description)
     _write_json(manifest, {**description, "complete": False})  # training refuses it until the end
 
     todo = [m for m in mixtures if not _finished(out, m, formats)]

@@ -136,6 +136,23 @@ def test_rerun_skips_finished_and_redoes_unfinished(dataset, tmp_path, capsys):
     assert rewritten <= {p for p in stamps if p.stem == victim.stem}
 
 
+def test_a_larger_minutes_makes_what_a_fresh_run_makes(tmp_path, caplog):
+    """Splits are rounded one by one: 10 mixtures hold one dev-train mixture fewer than 9. Growing 9
+    into 10 kept the 7th dev-train mixture that a fresh run of 10 never makes (11 files, and a
+    dataset.json naming rooms the folder no longer matched). A smaller --minutes later changes nothing."""
+    def synth(out: Path, minutes: str) -> int:
+        return cli(["synth", "--out", str(out), "--minutes", minutes, "--duration", "3", "--rooms", "9", "--seed",
+                    "3", "--format", "foa"])
+
+    caplog.set_level("INFO")
+    assert [sum(m.split == "dev-train" for m in plan(minutes, 3, 9)) for minutes in (0.45, 0.5)] == [7, 6]
+    assert synth(tmp_path / "grown", "0.45") == 0 and synth(tmp_path / "grown", "0.5") == 0
+    assert "removed 1 mixture(s) that 0.5 minutes no longer plan (dev-train/fold1_room7_mix000)" in caplog.text
+    assert synth(tmp_path / "fresh", "0.5") == 0
+    assert files_of(tmp_path / "grown") == files_of(tmp_path / "fresh")
+    assert synth(tmp_path / "grown", "0.45") == 0 and files_of(tmp_path / "grown") == files_of(tmp_path / "fresh")
+
+
 def test_interrupted_run_leaves_no_half_written_file(dataset, tmp_path, monkeypatch):
     out = tmp_path / "interrupted"
 

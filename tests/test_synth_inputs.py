@@ -281,6 +281,22 @@ def test_a_class_folder_of_no_known_class_is_named_in_a_warning(tmp_path, caplog
     assert "subfolders of no known class, not used: footstep" in caplog.text
 
 
+def test_hidden_files_and_folders_of_a_sound_folder_are_left_out(tmp_path, caplog):
+    """macOS's ._bell.wav (no audio) stopped the run; a file in a hidden folder was drawn as a recording;
+    a hidden folder (.git) was named as a class folder of no known class."""
+    import logging
+
+    sounds = tone_folder(tmp_path / "sounds", ("bell",))
+    (sounds / "bell" / "._a.wav").write_bytes(b"junk")
+    (sounds / "bell" / ".trash").mkdir()
+    (sounds / "bell" / ".trash" / "old.wav").write_bytes((sounds / "bell" / "0.wav").read_bytes())
+    (sounds / ".git").mkdir()
+    with caplog.at_level(logging.WARNING, logger="seld.data_prep.sound_bank"):
+        bank = FolderBank(sounds, ("bell",))
+    assert [path.name for path in bank.files[0]] == sorted(p.name for p in (sounds / "bell").glob("[!.]*.wav"))
+    assert "no known class" not in caplog.text
+
+
 def test_a_full_disk_is_said_in_one_line(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple
