@@ -7,9 +7,9 @@ and ``OUT/dataset.json`` with the seed, classes, rooms, arrays and settings.
 
 Each mixture is seeded from (seed, fold, room, mix), never from the order of work, so
 ``--workers`` does not change a byte, and a rerun with a larger ``--minutes`` makes what a
-fresh run of it would, keeping the files they share. A mixture is finished when its WAVs and its CSV exist: each file is written to
-a temporary name and renamed, the CSV last, so a rerun skips finished mixtures and an
-interrupted run leaves no half-written file.
+fresh run of it would, keeping the files they share. A mixture is finished when its WAVs and
+its CSV exist: each file is written to a temporary name and renamed, the CSV last, so a rerun
+skips finished mixtures and an interrupted run leaves no half-written file.
 """
 
 from __future__ import annotations
@@ -198,7 +198,8 @@ def _grown_plan(out: Path, mixtures: list[Mixture], previous: dict, args, descri
         description["splits"] = {split: sorted({m.room for m in mixtures if m.split == split}) for split, _ in SPLITS}
     description["minutes_per_format"] = max(args.minutes, previous_minutes)
     planned = set(mixtures)
-    stray = [m for m in plan(previous_minutes, args.duration, args.rooms) if m not in planned] if previous_minutes else []
+    earlier = plan(previous_minutes, args.duration, args.rooms) if previous_minutes else []
+    stray = [m for m in earlier if m not in planned]
     for mixture in stray:
         wavs, csv = _paths(out, mixture, tuple(description["formats"]))
         for path in (csv, *wavs.values()):  # the CSV first: a mixture without it is unfinished
