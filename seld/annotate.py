@@ -136,9 +136,11 @@ def _glob_base(pattern: str) -> Path:
     return Path(*itertools.takewhile(lambda part: not _has_magic(part), Path(pattern).parts[:-1]))
 
 
-def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+def _audio_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(the audio files under `folder`, links of audio names there that lead nowhere), sorted."""
+    named = [p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return sorted(p for p in named if p.is_file()), sorted(p for p in named if p.is_symlink() and not p.exists())
 
 
 def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str]]:
@@ -149,8 +151,10 @@ def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str
     for text in map(str, inputs):
         item = Path(text)
         if item.is_dir():
-            found = [Job(path, out_dir / path.relative_to(item).with_suffix("")) for path in _audio_files(item)]
-            if not found:
+            files, broken = _audio_files(item)
+            found = [Job(path, out_dir / path.relative_to(item).with_suffix("")) for path in files]
+            problems += [f"{path}: a link to {os.readlink(path)}, which is not there" for path in broken]
+            if not found and not broken:
                 problems.append(f"{text}: folder holds no audio file ({', '.join(sorted(AUDIO_SUFFIXES))})")
             jobs += found
         elif text.endswith(("/", os.sep)) and not item.exists():
@@ -163,8 +167,9 @@ def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str
             found = []
             for match in matches:
                 if match.is_dir():
-                    found += [Job(path, out_dir / path.relative_to(base).with_suffix(""))
-                              for path in _audio_files(match)]
+                    files, broken = _audio_files(match)
+                    found += [Job(path, out_dir / path.relative_to(base).with_suffix("")) for path in files]
+                    problems += [f"{path}: a link to {os.readlink(path)}, which is not there" for path in broken]
                 elif match.suffix.lower() in AUDIO_SUFFIXES:
                     found.append(Job(match, out_dir / match.relative_to(base).with_suffix("")))
             if not found:

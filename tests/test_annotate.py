@@ -759,6 +759,17 @@ def test_a_file_named_twice_is_done_once_and_a_missing_folder_is_named(tmp_path)
     assert problems == [f"{tmp_path / 'gone'}/: no such folder"]
 
 
+def test_a_link_in_a_folder_that_leads_nowhere_is_named(tmp_path):
+    """Skipped without a word: a folder of links into an unmounted drive said it held no audio file."""
+    take = wav(tmp_path / "in" / "take.wav", 0.2)
+    (tmp_path / "in" / "gone.wav").symlink_to(tmp_path / "drive" / "gone.wav")
+    for given in (tmp_path / "in", tmp_path / "*"):
+        jobs, problems = find_jobs([str(given)], tmp_path / "out")
+        assert [job.source for job in jobs] == [take]
+        assert problems == [f"{tmp_path / 'in' / 'gone.wav'}: a link to {tmp_path / 'drive' / 'gone.wav'}, which is "
+                            "not there"]
+
+
 @pytest.mark.parametrize("name", ["a$b$c", "z$\\frac{$x", "x" * 240])
 def test_names_that_matplotlib_or_the_file_system_took_badly(tiny_model_package, tmp_path, capsys, name):
     """'$' made the plot title mathtext (a parse error stopped the whole run); a name of 240
