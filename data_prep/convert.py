@@ -111,10 +111,12 @@ class Conversion:
 def dcase_splits(root: str | Path, format_name: str = "foa") -> dict[str, int]:
     """{split: WAV files} of ``ROOT/<format>_dev/``, as `seld train` groups them: a STARSS23
     download gives {"dev-test-sony": ..., "dev-test-tau": ..., "dev-train-sony": ..., ...}."""
+    from seld.dataset import split_wavs  # here: seld.dataset imports torch, which the conversions need not
+
     audio_root = Path(root) / f"{format_name}_dev"
     if not audio_root.is_dir():
         raise SeldError(f"{root}: no {format_name}_dev folder")
-    return {p.name: sum(1 for _ in p.glob("*.wav")) for p in sorted(audio_root.iterdir()) if p.is_dir()}
+    return {p.name: len(split_wavs(p)) for p in sorted(audio_root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
 
 
 # ---------------------------------------------------------------- TAU-NIGENS 2020/2021

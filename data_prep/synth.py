@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import multiprocessing
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -84,6 +85,8 @@ def synthesize_scene(
 
 
 # ---------------------------------------------------------------- dataset plan
+
+MIXTURE_NAME = re.compile(r"fold\d+_room\d+_mix\d{3,}")
 
 @dataclass(frozen=True)
 class Mixture:
@@ -182,7 +185,7 @@ def _dataset_description(seed, classes, settings, arrays, rooms, mixtures, bank,
         "formats": {name: array.to_dict() for name, array in arrays.items()},
         "sounds": bank.describe(),
         "settings": settings.to_dict(),
-        "splits": {split: sorted({m.room for m in mixtures if m.split == split}) for split, _ in SPLITS},
+        "splits": _splits(mixtures),
         "rooms": {str(r): room_for(seed, r).to_dict() for r in range(1, rooms + 1)},
     }
 
@@ -190,24 +193,28 @@ def _dataset_description(seed, classes, settings, arrays, rooms, mixtures, bank,
 def _grown_plan(out: Path, mixtures: list[Mixture], previous: dict, args, description: dict) -> list[Mixture]:
     """A rerun makes the dataset of the largest --minutes asked of the folder, as a fresh run of it
     would (`description` updated to match). Splits are rounded one by one, so a larger plan may hold
-    one training mixture fewer than a smaller one (9 -> 10 mixtures: 7 -> 6 in dev-train): the
-    mixtures of the earlier plan that the new one lacks are removed, not kept beside it."""
+    one training mixture fewer than a smaller one (9 -> 10 mixtures: 7 -> 6 in dev-train): mixtures
+    in the folder that the plan lacks are removed, not kept beside it."""
     previous_minutes = float(previous.get("minutes_per_format") or 0)
     if previous_minutes > args.minutes:
         mixtures = plan(previous_minutes, args.duration, args.rooms)
-        description["splits"] = {split: sorted({m.room for m in mixtures if m.split == split}) for split, _ in SPLITS}
+        description["splits"] = _splits(mixtures)
     description["minutes_per_format"] = max(args.minutes, previous_minutes)
-    planned = set(mixtures)
-    earlier = plan(previous_minutes, args.duration, args.rooms) if previous_minutes else []
-    stray = [m for m in earlier if m not in planned]
-    for mixture in stray:
-        wavs, csv = _paths(out, mixture, tuple(description["formats"]))
-        for path in (csv, *wavs.values()):  # the CSV first: a mixture without it is unfinished
+    planned = {(m.split, m.name) for m in mixtures}
+    stray = sorted({(path.parent.name, path.stem) for path in out.glob("*_dev/*/*")
+                    if MIXTURE_NAME.fullmatch(path.stem) and path.suffix in (".wav", ".csv")} - planned)
+    for split, name in stray:
+        for path in out.glob(f"*_dev/{split}/{name}.*"):  # the CSV too: a mixture without it is unfinished
             path.unlink(missing_ok=True)
     if stray:
-        log.info("removed %d mixture(s) that %g minutes no longer plan (%s), as a fresh run would not make them",
-                 len(stray), description["minutes_per_format"], ", ".join(f"{m.split}/{m.name}" for m in stray))
+        log.info("removed %d mixture(s) that %g minutes do not plan (%s), as a fresh run would not make them",
+                 len(stray), description["minutes_per_format"], ", ".join(f"{s}/{n}" for s, n in stray))
     return mixtures
+
+
+def _splits(mixtures: list[Mixture]) -> dict[str, list[int]]:
+    """dataset.json's rooms of each split."""
+    return {split: sorted({m.room for m in mixtures if m.split == split}) for split, _ in SPLITS}
 
 
 def _remove_dead_temporaries(out: Path) -> None:

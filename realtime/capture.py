@@ -23,8 +23,8 @@ from seld import SeldError
 
 log = logging.getLogger(__name__)
 
-BLOCK_S = 0.02  # one callback's worth of audio: 20 ms, the STFT hop
-QUEUE_S = 2.0  # audio the queue holds before it drops blocks (the engine fell that far behind)
+BLOCK_S = 0.02  # one callback's worth of audio: 20 ms (the engine re-chunks it; any size would do)
+QUEUE_S = 2.0  # audio the queue holds before it drops blocks (the engine fell behind, or a burst came)
 PORTAUDIO_HINT = (
     "PortAudio is not installed, so no audio device can be opened; install it "
     "(Debian/Ubuntu: sudo apt-get install libportaudio2; Fedora: sudo dnf install portaudio; "

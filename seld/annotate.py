@@ -136,11 +136,19 @@ def _glob_base(pattern: str) -> Path:
     return Path(*itertools.takewhile(lambda part: not _has_magic(part), Path(pattern).parts[:-1]))
 
 
-def _audio_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(the audio files under `folder`, links of audio names there that lead nowhere), sorted."""
-    named = [p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES
-             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-    return sorted(p for p in named if p.is_file()), sorted(p for p in named if p.is_symlink() and not p.exists())
+def _audio_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """(the audio files under `folder`, sorted; the problems of links of audio names there that lead nowhere)."""
+    named = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return [p for p in named if p.is_file()], [_broken_link(p) for p in named if _leads_nowhere(p)]
+
+
+def _leads_nowhere(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
+def _broken_link(path: Path) -> str:
+    return f"{path}: a link to {os.readlink(path)}, which is not there"
 
 
 def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str]]:
@@ -153,7 +161,7 @@ def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str
         if item.is_dir():
             files, broken = _audio_files(item)
             found = [Job(path, out_dir / path.relative_to(item).with_suffix("")) for path in files]
-            problems += [f"{path}: a link to {os.readlink(path)}, which is not there" for path in broken]
+            problems += broken
             if not found and not broken:
                 problems.append(f"{text}: folder holds no audio file ({', '.join(sorted(AUDIO_SUFFIXES))})")
             jobs += found
@@ -164,16 +172,20 @@ def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str
         else:
             base = _glob_base(text)
             matches = sorted(Path(match) for match in glob.glob(text, recursive=True))
-            found = []
+            found, broken = [], []
             for match in matches:
                 if match.is_dir():
-                    files, broken = _audio_files(match)
+                    files, in_folder = _audio_files(match)
                     found += [Job(path, out_dir / path.relative_to(base).with_suffix("")) for path in files]
-                    problems += [f"{path}: a link to {os.readlink(path)}, which is not there" for path in broken]
+                    broken += in_folder
                 elif match.suffix.lower() in AUDIO_SUFFIXES:
-                    found.append(Job(match, out_dir / match.relative_to(base).with_suffix("")))
-            if not found:
+                    if _leads_nowhere(match):
+                        broken.append(_broken_link(match))
+                    else:
+                        found.append(Job(match, out_dir / match.relative_to(base).with_suffix("")))
+            if not found and not broken:
                 problems.append(f"{text}: matches no audio file")
+            problems += broken
             jobs += found
     # A file named twice (a pattern and its folder, a relative and an absolute path) is done once, as first named.
     unique, seen = [], {}
@@ -194,7 +206,8 @@ def find_jobs(inputs: Iterable[str], out_dir: Path) -> tuple[list[Job], list[str
                     f"or separate --out folders")
             problems += [f"{job.source}: not annotated: {', '.join(str(other.source) for other in same if other != job)} "
                          f"would write the same outputs ({stem}.csv); {hint}" for job in same]
-    return [job for job in unique if len(by_stem[job.output_stem]) == 1], problems
+    # A link found from two inputs ('data/**' matches data and data/sub) is said once.
+    return [job for job in unique if len(by_stem[job.output_stem]) == 1], list(dict.fromkeys(problems))
 
 
 def _identity(path: Path) -> Path:

@@ -202,14 +202,24 @@ class _ListHelpWithDefaults(_HelpWithDefaults, argparse.RawDescriptionHelpFormat
     """The description's lines as written (a list), the options' as _HelpWithDefaults gives them."""
 
 
+def _nowhere(descriptor: int):
+    """/dev/null on the closed `descriptor` itself: a file opened later would take that number, and
+    what libraries write to it straight (ONNX Runtime's log, child processes) would land in it."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != descriptor:
+        os.dup2(null, descriptor)
+        os.close(null)
+    return open(descriptor, "w", closefd=False)
+
+
 def cli(argv: list[str] | None = None) -> int:
     # Started with stdout or stderr closed (`>&-`, `2>&-`): what would go there goes nowhere, as
     # asked. Python sets a closed one to None, and print(file=None) writes to stdout: messages
     # in the middle of `--json` output.
     if sys.stdout is None:
-        sys.stdout = open(os.devnull, "w")
+        sys.stdout = _nowhere(1)
     if sys.stderr is None:
-        sys.stderr = open(os.devnull, "w")
+        sys.stderr = _nowhere(2)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

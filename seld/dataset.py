@@ -31,6 +31,12 @@ class Recording:
     label_frames: int
 
 
+
+def split_wavs(split: Path) -> list[Path]:
+    """The recordings of a split folder, sorted: X.WAV too; not macOS's ._X.wav, nor other hidden files."""
+    return sorted(p for p in split.iterdir() if p.suffix.lower() == ".wav" and not p.name.startswith("."))
+
+
 def find_recordings(root: str | Path, format_name: str, split_prefix: str, channels: int | None = None
                     ) -> list[Recording]:
     """Recordings of every split whose name starts with `split_prefix`, sorted by path; with
@@ -43,8 +49,7 @@ def find_recordings(root: str | Path, format_name: str, split_prefix: str, chann
         raise SeldError(f"{root}: no {format_name}_dev folder (expected the DCASE layout ROOT/{format_name}_dev/<split>/)")
     recordings = []
     for split in sorted(p for p in audio_root.iterdir() if p.is_dir() and p.name.startswith(split_prefix)):
-        for audio_path in sorted(p for p in split.iterdir()  # X.WAV too; not macOS's ._X.wav, nor other hidden files
-                                 if p.suffix.lower() == ".wav" and not p.name.startswith(".")):
+        for audio_path in split_wavs(split):
             metadata_path = root / "metadata_dev" / split.name / f"{audio_path.stem}.csv"
             if not metadata_path.is_file():
                 raise SeldError(f"{audio_path}: no metadata file {metadata_path}")

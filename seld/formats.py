@@ -301,24 +301,31 @@ def find_csv_files(folder: str | os.PathLike, leaving_out: str | os.PathLike | N
 
     Hidden files and folders (names starting with '.') are left out: they are
     temporary files of an interrupted write or editor droppings. So is the folder
-    ``leaving_out`` where it lies inside ``folder`` (predictions written into the references' tree).
+    ``leaving_out`` where it lies strictly inside ``folder`` (predictions written into the references'
+    tree, or references inside the predictions').
     """
     root = Path(folder)
     if not root.is_dir():
         raise SeldError(f"{root}: no such folder")
-    inside = None
-    if leaving_out is not None and (left := Path(os.path.abspath(leaving_out))) != Path(os.path.abspath(root)):
-        inside = left.parts
+    skip = _inside(leaving_out, root) if leaving_out is not None else ()
     found = []
     for path in root.rglob("*"):
         relative = path.relative_to(root)
         if any(part.startswith(".") for part in relative.parts):
             continue
-        if inside and Path(os.path.abspath(path)).parts[:len(inside)] == inside:
+        if skip and relative.parts[:len(skip)] == skip:
             continue
         if path.suffix.lower() == ".csv" and path.is_file():
             found.append(relative)
     return sorted(found)
+
+
+def _inside(folder: str | os.PathLike, root: Path) -> tuple[str, ...]:
+    """The parts of `folder`'s path relative to `root` where it lies strictly inside it, else ()."""
+    try:
+        return Path(folder).resolve().relative_to(root.resolve()).parts
+    except (ValueError, OSError, RuntimeError):
+        return ()
 
 
 @dataclass(frozen=True)
@@ -338,7 +345,7 @@ def match_files(reference_folder: str | os.PathLike, prediction_folder: str | os
     """
     reference_root, prediction_root = Path(reference_folder), Path(prediction_folder)
     references = find_csv_files(reference_root, leaving_out=prediction_root)
-    predictions = find_csv_files(prediction_root)
+    predictions = find_csv_files(prediction_root, leaving_out=reference_root)
     reference_set = set(references)
     references_by_name: dict[str, list[Path]] = {}
     for relative in references:

@@ -101,12 +101,6 @@ class TrainConfig:
             ("features.sample_rate", self.features.sample_rate, self.features.sample_rate != SAMPLE_RATE,
              f"{SAMPLE_RATE} (the rate of datasets and of 100 ms label frames)"),
         ) if bad]
-        # The model's time pooling turns feature frames into label frames: other products trained
-        # into a loss of mismatched shapes, or a model whose frames are not 100 ms.
-        samples_per_label = self.features.hop * math.prod(self.model.pool_time)
-        if samples_per_label != LABEL_HOP:
-            problems.append(f"features.hop {self.features.hop} x model.pool_time {list(self.model.pool_time)} = "
-                            f"{samples_per_label} samples a label frame: must be {LABEL_HOP} (100 ms)")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -185,6 +179,16 @@ def dataset_array(root: str | Path, format_name: str) -> Array:
     return array
 
 
+def _check_label_frames(config: TrainConfig) -> None:
+    """The model's time pooling turns feature frames into 100 ms label frames. Other products trained
+    into a loss of mismatched shapes, or a model whose frames are not 100 ms. Checked on the settings
+    as resolved: the two fields may come from different places (a TOML file, the command line)."""
+    samples = config.features.hop * math.prod(config.model.pool_time)
+    if samples != LABEL_HOP:
+        raise SeldError(f"features.hop {config.features.hop} x model.pool_time {list(config.model.pool_time)} = "
+                        f"{samples} samples a label frame: must be {LABEL_HOP} (100 ms)")
+
+
 def _checkpoint_array(checkpoint: dict) -> Array:
     """The array of a checkpoint's network (checkpoints before arrays were kept: the format's)."""
     if checkpoint.get("array"):
@@ -225,6 +229,7 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
         raise SeldError("no dataset: pass --data DIR (or data=DIR)")
     config = build(dataset_defaults(config.data))
     _check_classes(config)
+    _check_label_frames(config)
     channels, bins = feature_shape(config.features, dataset_array(config.data, config.format).num_channels)
     model = dataclasses.replace(config.model, input_channels=channels, input_bins=bins, num_classes=len(config.classes))
     # Absolute: a run resumed, or its epochs averaged, from another working folder finds its data

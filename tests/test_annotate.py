@@ -763,7 +763,7 @@ def test_a_link_in_a_folder_that_leads_nowhere_is_named(tmp_path):
     """Skipped without a word: a folder of links into an unmounted drive said it held no audio file."""
     take = wav(tmp_path / "in" / "take.wav", 0.2)
     (tmp_path / "in" / "gone.wav").symlink_to(tmp_path / "drive" / "gone.wav")
-    for given in (tmp_path / "in", tmp_path / "*"):
+    for given in (tmp_path / "in", tmp_path / "*", tmp_path / "**", tmp_path / "in" / "*.wav"):
         jobs, problems = find_jobs([str(given)], tmp_path / "out")
         assert [job.source for job in jobs] == [take]
         assert problems == [f"{tmp_path / 'in' / 'gone.wav'}: a link to {tmp_path / 'drive' / 'gone.wav'}, which is "

@@ -128,3 +128,9 @@ def test_a_closed_stderr_keeps_messages_off_stdout(tmp_path):
     usual = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert "absent.wav: no such file" in usual.stderr and usual.stdout.startswith("annotated 0 file(s), 1 failed")
     assert closed.returncode == usual.returncode == 1 and closed.stdout == usual.stdout
+    # stdin closed too: /dev/null takes descriptor 2 itself, not 0 (what writes to 2 straight stays out of files)
+    probe = [sys.executable, "-c", "import os, sys; from seld.cli import _nowhere; sys.stderr = _nowhere(2); "
+             "print(os.readlink('/proc/self/fd/2'), os.path.exists('/proc/self/fd/0'))"]
+    result = subprocess.run(probe, stdout=subprocess.PIPE, text=True, timeout=60,
+                            preexec_fn=lambda: (os.close(0), os.close(2)))
+    assert result.stdout.split() == ["/dev/null", "False"]

@@ -171,6 +171,11 @@ def test_starss23_layout_is_read_as_it_is(tmp_path):
     for split, name in (("dev-train-sony", "fold3_room21_mix001"), ("dev-train-tau", "fold3_room4_mix001"),
                         ("dev-test-sony", "fold4_room23_mix001"), ("dev-test-tau", "fold4_room2_mix001")):
         write_scene(tmp_path, split, name, "foa", [(1, 30, 10, 1.5, 0.2, 0.8)], seconds=1.0)
+    # Counted as seld train takes them: not macOS's ._X.wav or hidden folders, X.WAV too (these were counted, or not)
+    (tmp_path / "foa_dev" / "dev-test-sony" / "._fold4_room23_mix001.wav").write_bytes(b"junk")
+    (tmp_path / "foa_dev" / ".Trashes").mkdir()
+    (tmp_path / "foa_dev" / "dev-train-tau" / "fold3_room4_mix001.wav").rename(
+        tmp_path / "foa_dev" / "dev-train-tau" / "fold3_room4_mix001.WAV")
     assert dcase_splits(tmp_path) == {"dev-test-sony": 1, "dev-test-tau": 1, "dev-train-sony": 1, "dev-train-tau": 1}
     train, validation = split_recordings(tmp_path, "foa")
     assert [r.audio_path.parent.name for r in train] == ["dev-train-sony", "dev-train-tau"]

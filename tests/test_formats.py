@@ -245,6 +245,13 @@ def test_predictions_inside_the_references_are_no_references(tmp_path):
     assert pairs.matched == [(references / "annotations" / "a.csv", references / "metadata" / "a.csv")]
     assert pairs.skipped == [] and pairs.unpaired_references == 0
     assert len(match_files(references, references).matched) == 2  # one folder as both: each file is its own
+    # The references inside the predictions' folder; and the predictions reached through a link
+    (tmp_path / "b.csv").write_text("")
+    (references / "metadata" / "b.csv").write_text("")
+    pairs = match_files(references / "metadata", tmp_path)
+    assert sorted(p.name for p, _ in pairs.matched) == ["a.csv", "b.csv"] and pairs.skipped == []
+    (tmp_path / "link").symlink_to(references)
+    assert match_files(tmp_path / "link", references / "annotations").skipped == []
 
 
 def test_missing_folder(tmp_path):

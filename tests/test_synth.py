@@ -147,10 +147,15 @@ def test_a_larger_minutes_makes_what_a_fresh_run_makes(tmp_path, caplog):
     caplog.set_level("INFO")
     assert [sum(m.split == "dev-train" for m in plan(minutes, 3, 9)) for minutes in (0.45, 0.5)] == [7, 6]
     assert synth(tmp_path / "grown", "0.45") == 0 and synth(tmp_path / "grown", "0.5") == 0
-    assert "removed 1 mixture(s) that 0.5 minutes no longer plan (dev-train/fold1_room7_mix000)" in caplog.text
+    assert "removed 1 mixture(s) that 0.5 minutes do not plan (dev-train/fold1_room7_mix000)" in caplog.text
     assert synth(tmp_path / "fresh", "0.5") == 0
     assert files_of(tmp_path / "grown") == files_of(tmp_path / "fresh")
     assert synth(tmp_path / "grown", "0.45") == 0 and files_of(tmp_path / "grown") == files_of(tmp_path / "fresh")
+    # A folder grown before this fix, its dataset.json already saying 0.5 minutes: the rerun removes the stray
+    assert synth(tmp_path / "small", "0.45") == 0
+    for path in (tmp_path / "small").glob("*_dev/dev-train/fold1_room7_mix000.*"):
+        (tmp_path / "fresh" / path.relative_to(tmp_path / "small")).write_bytes(path.read_bytes())
+    assert synth(tmp_path / "fresh", "0.5") == 0 and files_of(tmp_path / "grown") == files_of(tmp_path / "fresh")
 
 
 def test_interrupted_run_leaves_no_half_written_file(dataset, tmp_path, monkeypatch):

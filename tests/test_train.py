@@ -162,16 +162,38 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     ("model.dropout=1.5", "dropout 1.5: must be in [0, 1)"),
     ("device=tpu", "device tpu: must be auto, cpu, cuda or cuda:N"),
     ("classes=,", "classes : must be class names, none empty"),
-    # Label frames are 100 ms: these trained into a loss of mismatched shapes, or exported a model of 50 ms frames.
-    ("features.hop=240", "features.hop 240 x model.pool_time [5, 1] = 1200 samples a label frame: must be 2400"),
-    ("model.pool_time=[5,2]", "features.hop 480 x model.pool_time [5, 2] = 4800 samples a label frame: must be 2400"),
-    ("features.sample_rate=48000", "features.sample_rate 48000: must be 24000"),
+    ("features.sample_rate=48000", "features.sample_rate 48000: must be 24000"),  # label frames are 100 ms
 ])
 def test_a_bad_setting_is_one_line_before_the_run_folder_is_made(tmp_path, capsys, override, message):
     data = tiny_dataset(tmp_path / "data")
     assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", override]) == 1
     err = capsys.readouterr().err
     assert f"seld train: error: command line: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["features.hop=240"], "features.hop 240 x model.pool_time [5, 1] = 1200 samples a label frame: must be 2400"),
+    (["model.pool_time=[5,2]"], "features.hop 480 x model.pool_time [5, 2] = 4800 samples a label frame: must be 2400"),
+    (["features.hop=240", "model.pool_time=[10,1]"], None),
+    (["--config", "hop.toml", "model.pool_time=[10,1]"], None),  # one from a file, one from the command line
+])
+def test_label_frames_stay_100_ms(tmp_path, capsys, overrides, message):
+    """Other products of hop and time pooling trained into a loss of mismatched shapes (a traceback
+    mid-training), or exported a model of 50 ms frames."""
+    from seld.train import resolve_config
+
+    data = tiny_dataset(tmp_path / "data")
+    (tmp_path / "hop.toml").write_text("[features]\nhop = 240\n")
+    toml = str(tmp_path / "hop.toml") if "--config" in overrides else None
+    fields = [o for o in overrides if "=" in o]
+    if message is None:
+        config = resolve_config("foa", "tiny", toml, fields, str(data))
+        assert config.features.hop * np.prod(config.model.pool_time) == 2400
+        return
+    assert cli(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny", *overrides]) == 1
+    err = capsys.readouterr().err
+    assert f"seld train: error: {message}" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 
