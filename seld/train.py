@@ -775,6 +775,19 @@ def _check_resumable(run_dir: Path, trained: TrainConfig, config: TrainConfig) -
                         f"them instead (seld train --out NEW_RUN init_from={run_dir} ...)")
 
 
+def _check_same_array(run_dir: Path, array: Array, config: TrainConfig) -> None:
+    """data=OTHER on a resume: a dataset of another array. Another channel count was a traceback
+    (config.json already rewritten, so every later resume failed too); another geometry of the same
+    count trained on without a word, its package naming the new array for weights of the old."""
+    other = dataset_array(config.data, config.format)
+    if (other.kind, other.capsules_m, other.rigid_sphere_radius_m) != (
+            array.kind, array.capsules_m, array.rigid_sphere_radius_m):  # not by name: a renamed array is the same
+        raise SeldError(f"--resume {run_dir}: data={config.data} was recorded with the array {other.name!r} "
+                        f"({other.num_channels} channels), the run with {array.name!r} ({array.num_channels}); "
+                        f"start a new run from it instead (seld train --out NEW_RUN --data {config.data} "
+                        f"init_from={run_dir})")
+
+
 def train_command(args) -> int:
     if args.resume and (args.data or args.preset or args.config or args.format):
         raise SeldError("--resume goes on with the run's own settings; change one with field=value (data=DIR), "
@@ -797,8 +810,12 @@ def train_command(args) -> int:
             trained = from_dict(TrainConfig, checkpoint["config"], str(run_dir / "last.pt"))
             config = _settings_of_last_start(run_dir, trained)
         if args.overrides:
+            before = config
             config = _absolute_paths(apply_overrides(config, args.overrides))
             _check_classes(config)  # data=OTHER: a dataset of the same classes in the same order
+            if config.data != before.data:  # and of the same array
+                array = _checkpoint_array(checkpoint) if checkpoint else dataset_array(before.data, before.format)
+                _check_same_array(run_dir, array, config)
         if checkpoint is not None:
             _check_resumable(run_dir, trained, config)
             done = len(checkpoint["history"])

@@ -969,6 +969,32 @@ def test_a_resume_to_fewer_epochs_than_done_is_refused(tiny_run, tmp_path, capsy
     assert (run / "config.json").read_text() == before
 
 
+def test_a_resume_on_a_dataset_of_another_array_is_refused(tmp_path, capsys):
+    """`--resume RUN data=OTHER` of another array: 6 capsules were a traceback (and config.json, rewritten
+    first, failed every later resume); another geometry of 4 trained on, its package naming the new array."""
+    from seld.arrays import TETRAHEDRAL
+
+    run = tmp_path / "run"
+    assert cli(["train", "--data", str(tiny_dataset(tmp_path / "data", "mic")), "--out", str(run), "--format", "mic",
+                "--preset", "tiny", "epochs=1"]) == 0
+    settings = (run / "config.json").read_text()
+    square = {"name": "square", "kind": "mic", "capsules_m": [[0.03, 0, 0], [0, 0.03, 0], [-0.03, 0, 0], [0, -0.03, 0]]}
+    hexagon = {**square, "name": "hex", "capsules_m": [[0.03 * np.cos(a), 0.03 * np.sin(a), 0]
+                                                        for a in np.arange(6) * np.pi / 3]}
+    renamed = {**TETRAHEDRAL.to_dict(), "name": "my tetrahedron"}
+    for array, refused in ((square, True), (hexagon, True), (renamed, False)):
+        other = tiny_dataset(tmp_path / array["name"], "mic")
+        described = json.loads((other / "dataset.json").read_text()) if (other / "dataset.json").exists() else {}
+        (other / "dataset.json").write_text(json.dumps({**described, "formats": {"mic": array}}))
+        if refused:
+            assert cli(["train", "--resume", str(run), f"data={other}", "epochs=2"]) == 1
+            err = capsys.readouterr().err
+            assert f"was recorded with the array {array['name']!r}" in err and "Traceback" not in err
+            assert (run / "config.json").read_text() == settings
+        else:
+            assert cli(["train", "--resume", str(run), f"data={other}", "epochs=2"]) == 0
+
+
 def test_a_resume_on_a_dataset_of_other_classes_is_refused(tiny_run, tmp_path, capsys):
     """`--resume RUN data=OTHER` (the recipe's later stages) skipped the classes check."""
     run = tmp_path / "run"
