@@ -31,9 +31,9 @@ HANDLERS = {
 
 BENCHMARKS = ("features", "synth", "model", "accuracy", "annotate", "stream", "gpu")
 BENCHMARK_HELP = """\
-  features  seconds per minute of audio of each front end, against librosa (~1 min)
+  features  seconds per minute of audio of each front end, against the baselines' own code (~1 min)
   synth     minutes of audio `seld synth` renders per minute (~20 s)
-  model     parameters, MACs and size of each model preset (seconds)
+  model     parameters, MACs per second of audio, output and state sizes of each preset (seconds)
   accuracy  the default preset against the dcase2023 baseline preset, trained and scored on
             synthesized data (hours on a CPU; resumable)
   annotate  seld annotate's speed on an hour of audio, against the DCASE baseline's way (~10 min)
@@ -173,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "seld live --device takes a number or a name from this list.")
 
     p = sub.add_parser("bench", help="benchmarks that print their figures", formatter_class=_ListHelpWithDefaults,
-                       description="Benchmarks that print their figures (a table, or JSON with --json);\neach speed is "
-                                   "given against a reference measured in the same run.\n\n" + BENCHMARK_HELP)
+                       description="Benchmarks that print their figures (a table, or JSON with --json);\na speed is "
+                                   "given against a reference measured in the same run where there is one\n"
+                                   "(synth has none: it states its target).\n\n" + BENCHMARK_HELP)
     p.add_argument("what", choices=BENCHMARKS, help="what to measure (see above)")
     p.add_argument("--minutes-train", type=float, help="accuracy: minutes of training audio per format (default 20)")
     p.add_argument("--epochs", type=int, help="accuracy: epochs per model (default 20)")

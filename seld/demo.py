@@ -124,7 +124,8 @@ def run(out: Path, format_name: str, seconds: float) -> int:
     detections = assign_tracks(engine.detections(audio))
     write_csv(out / "scene.csv", detections, engine.has_distance)
     events = track_events(detections, engine.class_names)
-    write_events_json(out / "scene.json", wav, engine.name, engine.sample_rate, seconds, events)
+    # as seld annotate writes it: a later annotate of the scene knows these outputs by their model
+    write_events_json(out / "scene.json", wav, engine.name, engine.sample_rate, seconds, events, engine.info.digest)
     write_plot(out / "scene.png", detections, engine.class_names, seconds, f"{wav} ({engine.name})")
 
     print_events("truth", truth_events(rows, engine.class_names))

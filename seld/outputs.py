@@ -225,9 +225,9 @@ def _events_document(source: Path, model: str, sample_rate: int, duration_s: flo
 
 
 def write_events_json(path: Path, source: Path, model: str, sample_rate: int, duration_s: float,
-                      events: list[dict]) -> None:
+                      events: list[dict], model_digest: str | None = None) -> None:
     write_bytes_atomic(path, _events_document(source, model, sample_rate, duration_s,
-                                               [json.dumps(event) for event in events]))
+                                               [json.dumps(event) for event in events], model_digest))
 
 
 def write_plot(path: Path, detections: Sequence[Detection], class_names: Sequence[str], duration_s: float,

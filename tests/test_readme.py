@@ -35,6 +35,12 @@ def test_make_demo_in_a_clean_clone(tmp_path):
     for name in ("scene.wav", "scene_truth.csv", "scene.csv", "scene.json", "scene.png"):
         assert (clone / "demo_out" / name).stat().st_size > 0, name
     assert "truth" in result.stdout and "found by the model" in result.stdout
+    # As seld annotate writes it: a later `seld annotate demo_out/scene.wav` knows the outputs' model by its digest
+    from seld.engine import ModelInfo
+    from seld.models import default_model_dir
+
+    header = json.loads((clone / "demo_out" / "scene.json").read_text())
+    assert header["model_digest"] == ModelInfo.load(default_model_dir("foa")).digest
     found = result.stdout.split("found by the model")[1].split("DCASE 2024")[0]
     assert len([line for line in found.splitlines() if line.strip().endswith(" m")]) >= 3, found
     # The shipped model finds the demo's sounds (F 0.55 when written): a broken model, decoder or
