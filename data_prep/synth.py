@@ -294,10 +294,6 @@ def synth_command(args) -> int:
             raise SeldError(f"{args.array}: a capsule {radius:.2f} m from the array centre; sources come as near as "
                             f"{settings.distance_range_m[0]:g} m, so capsules must be within {limit:.2f} m")
     mixtures = plan(args.minutes, args.duration, args.rooms)
-    if len(mixtures) < len(SPLITS):
-        log.warning("%d mixture(s) of %g s: all go to dev-train, none to dev-val and dev-test, so training has no "
-                    "validation and seld evaluate no test split; %d fill every split (--minutes %g, or a shorter "
-                    "--duration)", len(mixtures), args.duration, len(SPLITS), len(SPLITS) * args.duration / 60)
     check_writable(out)
     _remove_dead_temporaries(out)
 
@@ -321,6 +317,10 @@ def synth_command(args) -> int:
             raise SeldError(f"{manifest}: this folder holds a dataset made with other settings; use another --out")
         description["formats"] = {**previous.get("formats", {}), **description["formats"]}
         mixtures = _grown_plan(out, mixtures, previous, args, description)
+    if len(mixtures) < len(SPLITS):  # of the plan this run makes (a rerun keeps a larger one)
+        log.warning("%d mixture(s) of %g s: all go to dev-train, none to dev-val and dev-test, so training has no "
+                    "validation and seld evaluate no test split; %d fill every split (--minutes %g, or a shorter "
+                    "--duration)", len(mixtures), args.duration, len(SPLITS), len(SPLITS) * args.duration / 60)
     _write_json(manifest, {**description, "complete": False})  # training refuses it until the end
 
     todo = [m for m in mixtures if not _finished(out, m, formats)]

@@ -541,7 +541,7 @@ class Engine:
             return (centred * np.float32(1.0 / (info.max - middle + 1))).astype(np.float32)
         audio = np.asarray(audio, dtype=np.float32)
         if (where := first_non_finite(audio)) is not None:
-            raise SeldError(f"audio: NaN or infinite samples (first at sample {where})")
+            raise SeldError(f"audio: NaN or infinite samples (first at sample {where} of the block given)")
         return audio
 
 

@@ -301,7 +301,7 @@ def test_what_the_engine_takes_as_audio(tiny_model_package):
             list(engine.outputs(bad))
     broken = audio.copy()
     broken[2, 1000] = np.inf
-    with pytest.raises(SeldError, match="NaN or infinite samples .first at sample 1000."):
+    with pytest.raises(SeldError, match=re.escape("NaN or infinite samples (first at sample 1000 of the block given)")):
         engine.stream().push(broken)
     with pytest.raises(SeldError, match="take_events.. needs a stream made with Engine.stream.keep_events=True."):
         engine.stream().take_events()

@@ -322,6 +322,10 @@ def test_too_few_mixtures_for_every_split_is_said(tmp_path, caplog):
     caplog.clear()
     assert cli(["synth", "--out", str(tmp_path / "more"), *SMALL, "--classes", "bell", "--format", "foa"]) == 0
     assert "fill every split" not in caplog.text
+    # A rerun asking for less keeps the larger plan, which fills every split: nothing to say
+    assert cli(["synth", "--out", str(tmp_path / "more"), "--minutes", "0.1", "--duration", "3", "--rooms", "3",
+                "--classes", "bell", "--format", "foa"]) == 0
+    assert "fill every split" not in caplog.text
 
 
 def test_a_silent_recording_found_mid_run_is_passed_over_with_a_warning(tmp_path, caplog):
