@@ -230,11 +230,16 @@ def resolve_config(format_name: str | None, preset_name: str | None, toml_path: 
     config = build(dataset_defaults(config.data))
     _check_classes(config)
     _check_label_frames(config)
-    channels, bins = feature_shape(config.features, dataset_array(config.data, config.format).num_channels)
-    model = dataclasses.replace(config.model, input_channels=channels, input_bins=bins, num_classes=len(config.classes))
     # Absolute: a run resumed, or its epochs averaged, from another working folder finds its data
     # (and its feature cache).
-    return _absolute_paths(dataclasses.replace(config, model=model))
+    return _absolute_paths(_fitted(config))
+
+
+def _fitted(config: TrainConfig) -> TrainConfig:
+    """The model fitted to the features of the dataset's array, and to the classes."""
+    channels, bins = feature_shape(config.features, dataset_array(config.data, config.format).num_channels)
+    model = dataclasses.replace(config.model, input_channels=channels, input_bins=bins, num_classes=len(config.classes))
+    return dataclasses.replace(config, model=model)
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -775,17 +780,22 @@ def _check_resumable(run_dir: Path, trained: TrainConfig, config: TrainConfig) -
                         f"them instead (seld train --out NEW_RUN init_from={run_dir} ...)")
 
 
+def _geometry(array: Array) -> tuple:
+    return (array.kind,) if array.kind == "foa" else (array.kind, array.capsules_m, array.rigid_sphere_radius_m)
+
+
 def _check_same_array(run_dir: Path, array: Array, config: TrainConfig) -> None:
-    """data=OTHER on a resume: a dataset of another array. Another channel count was a traceback
-    (config.json already rewritten, so every later resume failed too); another geometry of the same
-    count trained on without a word, its package naming the new array for weights of the old."""
+    """A resume's data (data=OTHER, or its folder made again) recorded with another array than the
+    run's weights learned. Another channel count was a traceback (config.json already rewritten, so
+    every later resume failed too); another geometry of the same count trained on without a word,
+    its package naming the new array for weights of the old. Not by name (a renamed array is the
+    same), and FOA by kind alone (ambisonics have no capsule geometry)."""
     other = dataset_array(config.data, config.format)
-    if (other.kind, other.capsules_m, other.rigid_sphere_radius_m) != (
-            array.kind, array.capsules_m, array.rigid_sphere_radius_m):  # not by name: a renamed array is the same
+    if _geometry(other) != _geometry(array):
         raise SeldError(f"--resume {run_dir}: data={config.data} was recorded with the array {other.name!r} "
                         f"({other.num_channels} channels), the run with {array.name!r} ({array.num_channels}); "
                         f"start a new run from it instead (seld train --out NEW_RUN --data {config.data} "
-                        f"init_from={run_dir})")
+                        f"--format {config.format} --preset {config.preset} init_from={run_dir})")
 
 
 def train_command(args) -> int:
@@ -810,13 +820,13 @@ def train_command(args) -> int:
             trained = from_dict(TrainConfig, checkpoint["config"], str(run_dir / "last.pt"))
             config = _settings_of_last_start(run_dir, trained)
         if args.overrides:
-            before = config
             config = _absolute_paths(apply_overrides(config, args.overrides))
             _check_classes(config)  # data=OTHER: a dataset of the same classes in the same order
-            if config.data != before.data:  # and of the same array
-                array = _checkpoint_array(checkpoint) if checkpoint else dataset_array(before.data, before.format)
-                _check_same_array(run_dir, array, config)
-        if checkpoint is not None:
+        split_recordings(config.data, config.format)  # data that is not there (moved, mistyped): one line
+        if checkpoint is None:  # no weights yet: the model fits whatever array the data has
+            config = _fitted(config)
+        else:
+            _check_same_array(run_dir, _checkpoint_array(checkpoint), config)
             _check_resumable(run_dir, trained, config)
             done = len(checkpoint["history"])
             if config.epochs < done:  # config.json was rewritten to the fewer epochs, and nothing trained

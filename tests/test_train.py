@@ -993,6 +993,23 @@ def test_a_resume_on_a_dataset_of_another_array_is_refused(tmp_path, capsys):
             assert (run / "config.json").read_text() == settings
         else:
             assert cli(["train", "--resume", str(run), f"data={other}", "epochs=2"]) == 0
+    assert cli(["train", "--resume", str(run), f"data={tmp_path / 'typo'}"]) == 1
+    assert f"{tmp_path / 'typo'}: no such folder" in capsys.readouterr().err
+
+
+def test_a_run_stopped_in_its_first_epoch_resumes_on_moved_data_of_any_array(tmp_path, capsys):
+    """No weights yet: nothing to keep the array of. A dataset moved away from a run of a custom array
+    was taken for another array (its old folder gone, the format's array was assumed)."""
+    data = tiny_dataset(tmp_path / "data", "mic")
+    square = {"name": "square", "kind": "mic", "capsules_m": [[0.03, 0, 0], [0, 0.03, 0], [-0.03, 0, 0], [0, -0.03, 0]]}
+    described = json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").exists() else {}
+    (data / "dataset.json").write_text(json.dumps({**described, "formats": {"mic": square}}))
+    run = tmp_path / "run"
+    assert cli(["train", "--data", str(data), "--out", str(run), "--format", "mic", "--preset", "tiny", "epochs=1"]) == 0
+    for name in ("last.pt", "best.pt"):
+        (run / name).unlink()  # as a kill in the first epoch leaves it
+    moved = data.rename(tmp_path / "moved")
+    assert cli(["train", "--resume", str(run), f"data={moved}"]) == 0
 
 
 def test_a_resume_on_a_dataset_of_other_classes_is_refused(tiny_run, tmp_path, capsys):
