@@ -116,7 +116,8 @@ def dcase_splits(root: str | Path, format_name: str = "foa") -> dict[str, int]:
     audio_root = Path(root) / f"{format_name}_dev"
     if not audio_root.is_dir():
         raise SeldError(f"{root}: no {format_name}_dev folder")
-    return {p.name: len(split_wavs(p)) for p in sorted(audio_root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    return {p.name: len(split_wavs(p)) for p in sorted(audio_root.iterdir())
+            if p.is_dir() and not p.name.startswith(".")}
 
 
 # ---------------------------------------------------------------- TAU-NIGENS 2020/2021

@@ -969,6 +969,17 @@ def test_a_resume_to_fewer_epochs_than_done_is_refused(tiny_run, tmp_path, capsy
     assert (run / "config.json").read_text() == before
 
 
+SQUARE = {"name": "square", "kind": "mic", "capsules_m": [[0.03, 0, 0], [0, 0.03, 0], [-0.03, 0, 0], [0, -0.03, 0]]}
+
+
+def mic_dataset_of(folder: Path, array: dict) -> Path:
+    """A tiny MIC dataset whose dataset.json says it was recorded with `array`."""
+    data = tiny_dataset(folder, "mic")
+    described = json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").exists() else {}
+    (data / "dataset.json").write_text(json.dumps({**described, "formats": {"mic": array}}))
+    return data
+
+
 def test_a_resume_on_a_dataset_of_another_array_is_refused(tmp_path, capsys):
     """`--resume RUN data=OTHER` of another array: 6 capsules were a traceback (and config.json, rewritten
     first, failed every later resume); another geometry of 4 trained on, its package naming the new array."""
@@ -978,14 +989,11 @@ def test_a_resume_on_a_dataset_of_another_array_is_refused(tmp_path, capsys):
     assert cli(["train", "--data", str(tiny_dataset(tmp_path / "data", "mic")), "--out", str(run), "--format", "mic",
                 "--preset", "tiny", "epochs=1"]) == 0
     settings = (run / "config.json").read_text()
-    square = {"name": "square", "kind": "mic", "capsules_m": [[0.03, 0, 0], [0, 0.03, 0], [-0.03, 0, 0], [0, -0.03, 0]]}
-    hexagon = {**square, "name": "hex", "capsules_m": [[0.03 * np.cos(a), 0.03 * np.sin(a), 0]
+    hexagon = {**SQUARE, "name": "hex", "capsules_m": [[0.03 * np.cos(a), 0.03 * np.sin(a), 0]
                                                         for a in np.arange(6) * np.pi / 3]}
     renamed = {**TETRAHEDRAL.to_dict(), "name": "my tetrahedron"}
-    for array, refused in ((square, True), (hexagon, True), (renamed, False)):
-        other = tiny_dataset(tmp_path / array["name"], "mic")
-        described = json.loads((other / "dataset.json").read_text()) if (other / "dataset.json").exists() else {}
-        (other / "dataset.json").write_text(json.dumps({**described, "formats": {"mic": array}}))
+    for array, refused in ((SQUARE, True), (hexagon, True), (renamed, False)):
+        other = mic_dataset_of(tmp_path / array["name"], array)
         if refused:
             assert cli(["train", "--resume", str(run), f"data={other}", "epochs=2"]) == 1
             err = capsys.readouterr().err
@@ -1000,12 +1008,10 @@ def test_a_resume_on_a_dataset_of_another_array_is_refused(tmp_path, capsys):
 def test_a_run_stopped_in_its_first_epoch_resumes_on_moved_data_of_any_array(tmp_path, capsys):
     """No weights yet: nothing to keep the array of. A dataset moved away from a run of a custom array
     was taken for another array (its old folder gone, the format's array was assumed)."""
-    data = tiny_dataset(tmp_path / "data", "mic")
-    square = {"name": "square", "kind": "mic", "capsules_m": [[0.03, 0, 0], [0, 0.03, 0], [-0.03, 0, 0], [0, -0.03, 0]]}
-    described = json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").exists() else {}
-    (data / "dataset.json").write_text(json.dumps({**described, "formats": {"mic": square}}))
+    data = mic_dataset_of(tmp_path / "data", SQUARE)
     run = tmp_path / "run"
-    assert cli(["train", "--data", str(data), "--out", str(run), "--format", "mic", "--preset", "tiny", "epochs=1"]) == 0
+    assert cli(["train", "--data", str(data), "--out", str(run), "--format", "mic", "--preset", "tiny",
+                "epochs=1"]) == 0
     for name in ("last.pt", "best.pt"):
         (run / name).unlink()  # as a kill in the first epoch leaves it
     moved = data.rename(tmp_path / "moved")
